@@ -1,0 +1,47 @@
+# Thin verbs; CI (.ci/run) calls the same targets. `make` alone lists them.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system demo test test-fast lint bench ci clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+system: ## Install missing system packages (openssh-server, rsync, ...)
+	@scripts/bootstrap-system.sh
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: system $(STAMP) ## Install everything (system packages, venv, package with dev extras)
+
+demo: setup ## Run a sample step over SSH (and a calc over the WebAPI) on a private local set-up
+	$(BIN)/python -m demo
+
+test: setup ## Run the whole test suite (slow tests included), as CI does
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## Run the tests without the slow ones
+	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy (strict), yamllint, ansible-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/yamllint -s .
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q playbooks roles
+
+bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/)
+	$(BIN)/python bench/ssh_step.py
+
+ci: lint test ## What CI runs
+
+clean: ## Remove the venv and local state
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
