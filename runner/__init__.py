@@ -1,0 +1,1 @@
+"""SSH mode (push): run one workflow step on an external host through ansible-runner."""
