@@ -64,3 +64,7 @@ class OffsetMismatch(Conflict):
 
 class ConfigError(Exception):
     """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+class TransportError(Exception):
+    """The server could not be reached, or the connection broke, even after the retries."""

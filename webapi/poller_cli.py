@@ -1,0 +1,206 @@
+"""The `extcomp-poller` console script: read the positional form or a config file, run the loop.
+
+    extcomp-poller SITE_ID URL TOKEN|login [retry:N,INTERVAL] [--allow NAME=PROGRAM]...
+    extcomp-poller --config FILE [--once]
+    extcomp-poller cleanup [--config FILE | --work-base DIR] [--older-than DAYS]
+
+Exit codes: 0 stopped normally; 2 usage/config; 254 token refused; 255 server unreachable
+after the retries (the calc in progress is kept and resumes at the next start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from webapi.errors import ApiError, ConfigError, TransportError
+from webapi.pollconfig import PollerConfig, load_config, parse_command, parse_config, parse_retry
+from webapi.transport import Transport, TransportSettings
+
+log = logging.getLogger("extcomp-poller")
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="extcomp-poller",
+        description="Claim calcs of one site from the MInt API server and run them here.",
+        epilog="Positional form: SITE_ID URL TOKEN|login [retry:N,INTERVAL]. "
+        "Prefer --config with token_file: a token on the command line shows in `ps`.",
+    )
+    p.add_argument("positional", nargs="*", metavar="SITE_ID URL TOKEN|login [retry:N,INTERVAL]")
+    p.add_argument("--config", type=Path, help="poller config YAML (see docs/webapi-mode.md)")
+    p.add_argument("--once", action="store_true", help="handle at most one calc, then exit")
+    p.add_argument("--allow", action="append", default=[], metavar="NAME=PROGRAM",
+                   help="allow-list entry for the positional form (repeatable)")  # fmt: skip
+    p.add_argument("--state-dir", type=Path, help="where the per-calc state files live")
+    p.add_argument("--work-base", type=Path, help="where per-calc work dirs are made")
+    p.add_argument("--ca-file", type=Path, help="CA bundle for the server's TLS certificate")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def build_cleanup_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="extcomp-poller cleanup",
+        description="Remove old per-calc work dirs and state records.",
+    )
+    p.add_argument("--config", type=Path)
+    p.add_argument("--work-base", type=Path)
+    p.add_argument("--older-than", type=float, default=30.0, metavar="DAYS")
+    return p
+
+
+def _default_state_dir(site: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "extcomp-poller" / site
+
+
+def config_from_args(args: argparse.Namespace) -> PollerConfig:
+    """Merge --config and the positional form (positional values win)."""
+    config: PollerConfig | None = load_config(args.config) if args.config else None
+    pos = list(args.positional)
+    if not pos and config is None:
+        raise ConfigError("give SITE_ID URL TOKEN|login [retry:N,INTERVAL] or --config FILE")
+    if pos:
+        if len(pos) not in (3, 4):
+            raise ConfigError(f"expected SITE_ID URL TOKEN|login [retry:N,INTERVAL], got {pos}")
+        site, url, token = pos[:3]
+        data: dict[str, object] = {"site": site, "url": url}
+        if token == "login":
+            data["login"] = {"user": os.environ.get("EXTCOMP_POLLER_USER") or "?"}
+        else:
+            log.warning("a token given on the command line shows in `ps`; "
+                        "prefer --config with token_file (mode 0600)")  # fmt: skip
+            data["token"] = token
+        parsed = parse_config({**data, "state_dir": str(_default_state_dir(site))})
+        retry = parse_retry(pos[3]) if len(pos) == 4 else parsed.retry
+        if config is None:
+            config = dataclasses.replace(parsed, retry=retry)
+        else:
+            config = dataclasses.replace(
+                config, site=parsed.site, url=parsed.url, token=parsed.token,
+                token_file=None if parsed.token else config.token_file,
+                login=parsed.login or (None if parsed.token else config.login),
+                retry=retry if len(pos) == 4 else config.retry,
+            )  # fmt: skip
+    assert config is not None
+    commands = dict(config.commands)
+    for item in args.allow:
+        name, sep, program = item.partition("=")
+        if not sep or not name or not program:
+            raise ConfigError(f"--allow {item!r}: expected NAME=PROGRAM")
+        commands[name] = parse_command(name, [program], f"--allow {name}")
+    return dataclasses.replace(
+        config,
+        commands=commands,
+        state_dir=args.state_dir or config.state_dir,
+        work_base=args.work_base or config.work_base,
+        ca_file=args.ca_file or config.ca_file,
+    )
+
+
+def resolve_token(config: PollerConfig) -> str:
+    """token / token_file, or log in with ID + password (env or TTY prompt)."""
+    token = config.read_token()
+    if token:
+        return token
+    if config.login is None:
+        raise ConfigError("no token: set token_file, or use `login`")
+    user = config.login.user
+    if user == "?":
+        user = os.environ.get("EXTCOMP_POLLER_USER") or ""
+    password = os.environ.get(config.login.password_env)
+    if not user or password is None:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"login: set EXTCOMP_POLLER_USER and {config.login.password_env} "
+                              "(no TTY to prompt on)")  # fmt: skip
+        user = user or input("ID: ").strip()
+        password = getpass.getpass("Password: ") if password is None else password
+    settings = TransportSettings(
+        url=config.url, ca_file=config.ca_file, verify=config.verify, retries=config.http_retries
+    )
+    transport = Transport(settings)
+    try:
+        _, body = transport.call("POST", "/api/v1/login",
+                                 json={"user": user, "password": password}, auth=False)  # fmt: skip
+    finally:
+        transport.close()
+    return str(body["token"])
+
+
+def cleanup_main(argv: list[str]) -> int:
+    from webapi.pollstate import StateDir
+    from webapi.workdir import cleanup
+
+    args = build_cleanup_parser().parse_args(argv)
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        sys.stderr.write(f"extcomp-poller: {exc}\n")
+        return EXIT_USAGE
+    work_base = args.work_base or (config.work_base if config else None)
+    if work_base is None:
+        sys.stderr.write("extcomp-poller cleanup: give --config or --work-base\n")
+        return EXIT_USAGE
+    keep: list[str] = []
+    if config is not None and config.state_dir.is_dir():
+        state = StateDir(config.state_dir)
+        keep = [r.calc_id for r in state.pending()]
+        state.prune(time.time() - args.older_than * 86400)
+    removed = cleanup(work_base, args.older_than, keep=keep)
+    print(f"removed {len(removed)} work dirs older than {args.older_than:g} days from {work_base}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cleanup"]:
+        return cleanup_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from webapi.poller import EXIT_REFUSED, EXIT_UNREACHABLE, Poller
+
+    try:
+        config = config_from_args(args)
+        if not config.commands:
+            log.warning("the allow-list is empty: every calc will be refused")
+        token = resolve_token(config)
+        poller = Poller(config, token)
+    except ConfigError as exc:
+        sys.stderr.write(f"extcomp-poller: {exc}\n")
+        return EXIT_USAGE
+    except TransportError as exc:
+        sys.stderr.write(f"extcomp-poller: cannot log in: {exc}\n")
+        return EXIT_UNREACHABLE
+    except ApiError as exc:
+        sys.stderr.write(f"extcomp-poller: login refused: {exc.message}\n")
+        return EXIT_REFUSED
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if poller.stop_event.is_set():
+            raise SystemExit(128 + signum)
+        log.info("stopping after the current step (signal %d); send again to exit now", signum)
+        poller.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("poller %s serving site %s at %s (allow-list: %s)", poller.poller_id, config.site,
+             config.url, ", ".join(sorted(config.commands)) or "empty")  # fmt: skip
+    return poller.run(once=args.once)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
