@@ -1,0 +1,377 @@
+"""Carry a step through its phases: record each one, reconnect with backoff, finish the results.
+
+The remote side is idempotent per phase (mkdir and push can be repeated, `run` never starts a
+program twice, `wait` only reads), so after a lost connection or a killed controller the driver
+simply runs the playbook again from the first phase the record does not show as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from runner import execute
+from runner.errors import (
+    EXIT_TIMEOUT,
+    Interrupted,
+    RemoteError,
+    StepError,
+    TransportError,
+    UsageError,
+)
+from runner.events import TaskDone
+from runner.progress import Progress
+from runner.record import StepRecord, StepStore, spec_to_dict
+from runner.steps import PHASES, HostSpec, Outcome, Phase, StepResult, StepSpec
+
+log = logging.getLogger(__name__)
+WAIT_SLICE_S = 30
+BACKOFF_CAP_S = 60.0
+
+
+def partial_dir(spec: StepSpec, step_id: str) -> Path:
+    """Where the pull lands until it is complete; a dot name so nobody takes it for results."""
+    return spec.results_dir.parent / f".{spec.results_dir.name}.{step_id}.partial"
+
+
+class StepDriver:
+    """Runs (some of) a recorded step's phases and keeps its record current."""
+
+    def __init__(self, store: StepStore, record: StepRecord, progress: Progress | None = None):
+        self.store = store
+        self.record = record
+        self.spec = record.step_spec()
+        self.progress = progress or Progress(enabled=False)
+        self._started: dict[str, float] = {}
+
+    # ---- playbook runs -------------------------------------------------------------------------
+
+    def extravars(self) -> dict[str, Any]:
+        spec, record = self.spec, self.record
+        return {
+            "step_work_id": record.work_id,
+            "step_helper": spec.helper,
+            "step_base_opt": f" --base {spec.remote_base}" if spec.remote_base else "",
+            "step_entry": spec.entry,
+            "step_args": list(spec.args),
+            "step_timeout": spec.timeout or 0,
+            "step_inputs": [str(p.resolve()) for p in spec.inputs],
+            "step_partial_dir": str(partial_dir(spec, record.step_id).resolve()),
+            "step_exclude": list(spec.exclude),
+            "step_progress_file": str(self.step_dir / "progress.json"),
+            "step_rsync_dir": record.rsync_dir or "",
+            "step_wait_slice": WAIT_SLICE_S,
+        }
+
+    @property
+    def step_dir(self) -> Path:
+        return self.store.step_dir(self.record.step_id)
+
+    def run_tags(self, tags: Iterable[str]) -> list[TaskDone]:
+        self.record.runs += 1
+        self.store.save(self.record)
+        request = execute.PlayRequest(
+            host=self.spec.host,
+            tags=tuple(tags),
+            extravars=self.extravars(),
+            private_dir=self.step_dir / "ansible",
+            ident=f"run{self.record.runs:03d}",
+        )
+        events = execute.PlayEvents(on_start=self._on_start, on_done=self._on_done)
+        return execute.play(request, events)
+
+    def _on_start(self, phase: str) -> None:
+        self._started[phase] = time.monotonic()
+        self.progress.phase(phase)
+
+    def _on_done(self, done: TaskDone) -> None:
+        record = self.record
+        record.connected = True
+        began = self._started.pop(done.phase, None)
+        if began is not None:
+            record.seconds[done.phase] = round(
+                record.seconds.get(done.phase, 0.0) + time.monotonic() - began, 3
+            )
+        if done.phase == Phase.MKDIR:
+            record.rsync_dir = done.answer.get("rsync_dir") or record.rsync_dir
+        elif done.phase in (Phase.PUSH, Phase.PULL) and not done.result.get("skipped"):
+            attr = "bytes_pushed" if done.phase == Phase.PUSH else "bytes_pulled"
+            setattr(record, attr, int(done.result.get("bytes", 0)))
+        elif done.phase in (Phase.START, Phase.WAIT, "status", "kill") and done.answer:
+            record.remote = done.answer
+        if done.phase in PHASES and done.phase not in record.phases_done:
+            record.phases_done.append(done.phase)
+        self.store.save(record)
+
+    # ---- phases with reconnection -------------------------------------------------------------
+
+    def run_phases(self, phases: Iterable[Phase]) -> None:
+        """Run the given phases (those not yet done), reconnecting after a lost connection."""
+        wanted = list(phases)
+        attempt = 0
+        while True:
+            todo = [p for p in wanted if p not in self.record.phases_done]
+            if not todo:
+                return
+            try:
+                self.run_tags(todo)
+                return
+            except TransportError as exc:
+                # Fail fast if we never reached the host: that is a config error, not a blip.
+                if not self.record.connected or attempt >= self.spec.reconnect_attempts:
+                    raise
+                attempt += 1
+                delay = min(BACKOFF_CAP_S, 2.0**attempt) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "%s; reconnecting in %.1f s (attempt %d of %d)",
+                    exc.reason,
+                    delay,
+                    attempt,
+                    self.spec.reconnect_attempts,
+                )
+                self.progress.note(f"connection lost, reconnecting in {delay:.0f} s")
+                _sleep_interruptibly(delay)
+            finally:
+                self.progress.clear()
+
+    # ---- results --------------------------------------------------------------------------------
+
+    def finish_results(self) -> Path:
+        """Move the complete pull into place; an old results dir is replaced only with --force."""
+        spec = self.spec
+        partial = partial_dir(spec, self.record.step_id)
+        target = spec.results_dir
+        if not partial.is_dir():
+            if target.is_dir() and Phase.PULL in self.record.phases_done:
+                return target  # finished on an earlier run
+            raise RemoteError(f"nothing was pulled into {partial}")
+        old = None
+        if target.exists():
+            if any(target.iterdir()) and not spec.force:
+                raise UsageError(
+                    f"results dir {target} is not empty; the pulled files are in "
+                    f"{partial} (use --force to replace)"
+                )
+            old = target.parent / f".{target.name}.{self.record.step_id}.old"
+            os.replace(target, old)
+        os.replace(partial, target)
+        if old is not None:
+            shutil.rmtree(old)
+        return target
+
+    def result(self, results: Path | None) -> StepResult:
+        remote = self.record.remote
+        state, rc = remote.get("state"), remote.get("rc")
+        reason = ""
+        if state == "timeout":
+            outcome, code = Outcome.TIMEOUT, EXIT_TIMEOUT
+            reason = f"killed after the {self.spec.timeout:g} s step timeout"
+        elif state in ("exited", "killed") and isinstance(rc, int):
+            outcome = Outcome.SUCCEEDED if rc == 0 else Outcome.FAILED
+            code = rc
+            if state == "killed":
+                reason = "stopped on request"
+        else:
+            outcome, code = Outcome.ERROR, RemoteError.exit_code
+            reason = f"the remote program's state is {state or 'unknown'}"
+        self.record.outcome, self.record.exit_code, self.record.reason = outcome, code, reason
+        self.store.save(self.record)
+        return StepResult(
+            step_id=self.record.step_id,
+            outcome=outcome,
+            exit_code=code,
+            remote_rc=rc if isinstance(rc, int) else None,
+            results_dir=results,
+            reason=reason,
+            bytes_pushed=self.record.bytes_pushed,
+            bytes_pulled=self.record.bytes_pulled,
+            seconds=dict(self.record.seconds),
+        )
+
+    def fail(self, exc: StepError) -> None:
+        if isinstance(exc, Interrupted):
+            exc.reason = (
+                f"interrupted; the step's record is kept: finish it with "
+                f"`extcomp-ssh resume {self.record.step_id}`"
+            )
+            self.record.outcome = Outcome.INTERRUPTED
+        else:
+            self.record.outcome = Outcome.ERROR
+        self.record.exit_code, self.record.reason = exc.exit_code, exc.reason
+        self.store.save(self.record)
+
+
+def _sleep_interruptibly(seconds: float) -> None:
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted") from None
+
+
+def check_results_dir(spec: StepSpec) -> None:
+    target = spec.results_dir
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"results path {target} exists and is not a dir")
+    if target.is_dir() and any(target.iterdir()) and not spec.force:
+        raise UsageError(
+            f"results dir {target} is not empty: choose another --results, or "
+            "give --force to replace it when the step succeeds"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def complete(driver: StepDriver, phases: tuple[Phase, ...]) -> StepResult:
+    """Run phases to the end of the step and build its result (shared by run and resume)."""
+    try:
+        driver.run_phases(phases)
+        results = driver.finish_results() if Phase.PULL in phases else None
+        result = driver.result(results)
+    except StepError as exc:
+        driver.fail(exc)
+        raise
+    log.info("%s", result.summary())
+    return result
+
+
+def step_phases(spec: StepSpec) -> tuple[Phase, ...]:
+    return tuple(p for p in PHASES if not (p == Phase.CLEAN and spec.keep_remote))
+
+
+def run_step(
+    spec: StepSpec, *, store: StepStore | None = None, progress: Progress | None = None
+) -> StepResult:
+    """Run one step end to end: mkdir, push, start, wait, pull, clean."""
+    spec.validate()
+    check_results_dir(spec)
+    store = store or StepStore()
+    record = store.new(spec)
+    log.debug("step %s: work dir %s on %s", record.step_id, record.work_id, spec.host.label())
+    return complete(StepDriver(store, record, progress), step_phases(spec))
+
+
+def resume_step(
+    step_id: str, *, store: StepStore | None = None, progress: Progress | None = None
+) -> StepResult:
+    """Finish a step from its record, from the first phase not yet done."""
+    store = store or StepStore()
+    record = store.load(step_id)
+    driver = StepDriver(store, record, progress)
+    if record.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMEOUT):
+        return driver.result(driver.spec.results_dir)
+    return complete(driver, step_phases(driver.spec))
+
+
+def run_part(
+    step_id: str,
+    phases: tuple[Phase, ...],
+    *,
+    store: StepStore | None = None,
+    progress: Progress | None = None,
+) -> StepRecord:
+    """Run some phases of a recorded step again (the debugging verbs push/exec/pull/clean)."""
+    store = store or StepStore()
+    record = store.load(step_id)
+    record.phases_done = [p for p in record.phases_done if p not in phases]
+    driver = StepDriver(store, record, progress)
+    try:
+        driver.run_phases(phases)
+        if Phase.PULL in phases:
+            driver.spec = replace(driver.spec, force=True)  # the user asked for this pull
+            driver.finish_results()
+    except StepError as exc:
+        driver.fail(exc)
+        raise
+    return driver.record
+
+
+def start_part(
+    spec: StepSpec, *, store: StepStore | None = None, progress: Progress | None = None
+) -> StepRecord:
+    """Create a step record and run mkdir + push only (`extcomp-ssh push`)."""
+    spec.validate()
+    store = store or StepStore()
+    record = store.new(spec)
+    return run_part(record.step_id, (Phase.MKDIR, Phase.PUSH), store=store, progress=progress)
+
+
+def remote_status(step_id: str, *, store: StepStore | None = None) -> StepRecord:
+    """Ask the host for a step's state and keep the answer in its record."""
+    store = store or StepStore()
+    drv = StepDriver(store, store.load(step_id))
+    drv.run_tags(("status",))
+    return drv.record
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    ok: bool
+    lines: tuple[tuple[str, bool, str], ...]
+
+
+def check_host(
+    host: HostSpec,
+    *,
+    helper: str,
+    entry: str,
+    remote_base: str | None,
+    store: StepStore | None = None,
+) -> CheckReport:
+    """Can we connect, is the helper there, is rsync there, is the entry script there."""
+    store = store or StepStore()
+    spec = StepSpec(
+        host=host,
+        results_dir=Path("."),
+        helper=helper,
+        entry=entry,
+        remote_base=remote_base,
+        name="check",
+    )
+    spec.validate()
+    record = StepRecord(
+        f"check-{uuid.uuid4().hex[:12]}", spec_to_dict(spec), str(uuid.uuid4()), time.time()
+    )
+    store.step_dir(record.step_id).mkdir(parents=True, mode=0o700)
+    store.save(record)
+    driver = StepDriver(store, record)
+    lines: list[tuple[str, bool, str]] = []
+    started = time.monotonic()
+    try:
+        done = driver.run_tags(["check"])
+    except StepError as exc:
+        connected = record.connected or exc.exit_code in (127, 254)
+        lines.append(("connect", connected, host.label() if connected else exc.reason))
+        if connected:
+            lines.append(("helper", False, exc.reason))
+        return CheckReport(False, tuple(lines))
+    finally:
+        shutil.rmtree(store.step_dir(record.step_id), ignore_errors=True)
+    info = next((d.answer for d in done if d.phase == "check"), {})
+    lines.append(("connect", True, f"{host.label()} ({time.monotonic() - started:.2f} s)"))
+    lines.append(
+        (
+            "helper",
+            True,
+            f"extcomp-remote {info.get('version')} "
+            f"(python {info.get('python')}{', gated' if info.get('gated') else ''})",
+        )
+    )
+    lines.append(("rsync", bool(info.get("rsync")), info.get("rsync_version") or "not found"))
+    entry_ok = bool(info.get("entry_executable"))
+    entry_note = "" if entry_ok else (" not executable" if info.get("entry_exists") else " missing")
+    lines.append(("entry", entry_ok, f"{info.get('entry')}{entry_note}"))
+    lines.append(
+        (
+            "base",
+            bool(info.get("base_writable")),
+            f"{info.get('base')} ({(info.get('base_free_bytes') or 0) / 2**30:.1f} GiB free)",
+        )
+    )
+    return CheckReport(all(ok for _, ok, _ in lines), tuple(lines))

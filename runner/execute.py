@@ -1,0 +1,197 @@
+"""Run playbooks/run_step.yml through ansible-runner: the only module that imports ansible_runner.
+
+One call of `play()` is one ansible-playbook run with some of the step's tags. It builds the ssh
+options (pinned host keys, one ControlMaster connection shared by Ansible's raw tasks and rsync,
+keep-alives so a dead link is noticed), the inventory and the extra vars, and reports each event
+to a callback; failures come back as typed errors from runner.events.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from runner import resources
+from runner.errors import Interrupted, StepError, TransportError
+from runner.events import TASKS, TaskDone, answer_of, classify_failure, classify_unreachable
+from runner.steps import HostSpec
+
+# AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
+_CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
+CONNECT_TIMEOUT_S = 10
+INVENTORY_HOST = "extcomp_target"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayRequest:
+    """What one ansible-playbook run needs: the host, tags, the step's extra vars, a work dir."""
+
+    host: HostSpec
+    tags: tuple[str, ...]
+    extravars: dict[str, Any]
+    private_dir: Path
+    ident: str
+
+
+@dataclass
+class PlayEvents:
+    """Callbacks the driver passes in; all optional."""
+
+    on_start: Callable[[str], None] = lambda phase: None
+    on_done: Callable[[TaskDone], None] = lambda done: None
+    on_retry: Callable[[str], None] = lambda phase: None
+
+
+@dataclass
+class _Collector:
+    host_label: str
+    events: PlayEvents
+    failure: StepError | None = None
+    done: list[TaskDone] = field(default_factory=list)
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        phase = TASKS.get(str(data.get("task") or ""), "")
+        res = data.get("res") or {}
+        if kind == "runner_on_start" and phase:
+            self.events.on_start(phase)
+        elif kind in ("runner_on_ok", "runner_on_skipped") and phase:
+            done = TaskDone(phase, res, answer_of(res))
+            self.done.append(done)
+            self.events.on_done(done)
+        elif kind == "runner_retry" and phase:
+            self.events.on_retry(phase)
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            self.failure = self.failure or classify_failure(phase or "task", res, self.host_label)
+        elif kind == "runner_on_unreachable":
+            self.failure = self.failure or classify_unreachable(res, self.host_label)
+        return True  # keep ansible-runner's own job_events files: they are the step's audit log
+
+
+def control_dir() -> Path:
+    """A short private dir for ControlMaster sockets (a socket path must stay under ~100 bytes)."""
+    path = Path("/tmp") / f"extcomp-cp-{os.getuid()}"
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        st = path.lstat()
+        if not path.is_dir() or path.is_symlink() or st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise TransportError(f"{path} is not a private dir of this user; remove it") from None
+    return path
+
+
+def ssh_args() -> str:
+    """ssh options for Ansible's connection and, through the action plugin, for rsync."""
+    opts = {
+        "ControlMaster": "auto",
+        "ControlPersist": "60s",
+        "ControlPath": str(control_dir() / "%C"),
+        "BatchMode": "yes",
+        "StrictHostKeyChecking": "yes",
+        "ServerAliveInterval": "15",
+        "ServerAliveCountMax": "3",
+        "Ciphers": _CIPHERS,
+    }
+    return " ".join(f"-o {k}={v}" for k, v in opts.items())
+
+
+def inventory_for(host: HostSpec) -> tuple[dict[str, Any] | str, str | None]:
+    """An inventory (dict, or the user's inventory path) and the host pattern to use."""
+    if host.inventory is not None:
+        return str(host.inventory), host.host
+    hostvars: dict[str, Any] = {"ansible_host": host.host, "ansible_connection": "ssh"}
+    common: list[str] = []
+    if host.port:
+        hostvars["ansible_port"] = host.port
+    if host.user:
+        hostvars["ansible_user"] = host.user
+    if host.key:
+        hostvars["ansible_ssh_private_key_file"] = str(host.key.resolve())
+        common += ["-o", "IdentitiesOnly=yes"]
+    if host.known_hosts:
+        common += ["-o", f"UserKnownHostsFile={host.known_hosts.resolve()}"]
+    if common:
+        hostvars["ansible_ssh_common_args"] = shlex.join(common)
+    return {"all": {"hosts": {INVENTORY_HOST: hostvars}}}, None
+
+
+def _envvars(private_dir: Path) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    return {
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
+        "ANSIBLE_CONFIG": str(resources.ansible_cfg()),
+        "ANSIBLE_SSH_ARGS": ssh_args(),
+        "ANSIBLE_TIMEOUT": str(CONNECT_TIMEOUT_S),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_USETTY": "False",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    }
+
+
+@contextmanager
+def _cancel_on_signals() -> Iterator[threading.Event]:
+    """Turn Ctrl-C / SIGTERM into a cancel request that ansible-runner polls."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        cancel.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield cancel
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
+    """Run the playbook with `request.tags`; return the finished tasks or raise a StepError."""
+    inventory, pattern = inventory_for(request.host)
+    limit = pattern
+    extravars = {**request.extravars, "step_host": pattern or INVENTORY_HOST}
+    request.private_dir.mkdir(parents=True, exist_ok=True)
+    (request.private_dir / "tmp").mkdir(exist_ok=True)
+    collector = _Collector(request.host.label(), events)
+    with _cancel_on_signals() as cancel:
+        result = ansible_runner.run(
+            private_data_dir=str(request.private_dir),
+            playbook=str(resources.playbook()),
+            inventory=inventory,
+            limit=limit,
+            extravars=extravars,
+            tags=",".join(request.tags),
+            envvars=_envvars(request.private_dir),
+            event_handler=collector,
+            cancel_callback=cancel.is_set,
+            ident=request.ident,
+            quiet=True,
+            rotate_artifacts=20,
+        )
+    if result.status == "canceled" or cancel.is_set():
+        raise Interrupted("interrupted")
+    if collector.failure is not None:
+        raise collector.failure
+    if result.status != "successful":
+        raise StepError(
+            f"ansible-playbook ended {result.status} (rc {result.rc}); see the artifacts in "
+            f"{request.private_dir / 'artifacts' / request.ident}"
+        )
+    return collector.done

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real sshd "external host" for SSH-mode tests, per-test state dirs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    """One real sshd on 127.0.0.1:<free port> for the whole session, stopped by pid."""
+    host = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield host
+    finally:
+        stop_sshd(host)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps its step records in its own dir, never in the user's ~/.local/state."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("EXTCOMP_STATE_DIR", str(state))
+    return state
+
+
+@pytest.fixture
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,347 @@
+"""The calc record and its state machine as pure functions (no IO); bad transitions raise Conflict."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from webapi.errors import BadRequest, Conflict, NotFound
+from webapi.names import check_name
+from webapi.timefmt import format_ts
+
+CALC_ID_RE = re.compile(r"^c-[0-9a-f]{32}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class CalcState(StrEnum):
+    REGISTERED = "registered"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({CalcState.SUCCEEDED, CalcState.FAILED, CalcState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    name: str
+    size: int
+    sha256: str
+    received: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "sha256": self.sha256, "received": self.received}
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    id: str
+    poller: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calc:
+    id: str
+    user: str
+    site: str
+    command: str
+    args: tuple[str, ...]
+    state: CalcState
+    created: float
+    updated: float
+    timeout: int | None = None
+    reason: str | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    inputs: tuple[FileEntry, ...] = ()
+    results: tuple[FileEntry, ...] = ()
+    results_declared: bool = False
+    lease: Lease | None = None
+    request_id: str | None = None
+    queued_at: float | None = None
+    progress: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The calc object of the HTTP contract (docs/api.md)."""
+        return {
+            "id": self.id,
+            "user": self.user,
+            "site": self.site,
+            "command": self.command,
+            "args": list(self.args),
+            "state": str(self.state),
+            "reason": self.reason,
+            "created": format_ts(self.created),
+            "updated": format_ts(self.updated),
+            "timeout": self.timeout,
+            "attempts": self.attempts,
+            "exit_code": self.exit_code,
+            "inputs": [f.to_json() for f in self.inputs],
+            "results": [f.to_json() for f in self.results],
+            "lease": None
+            if self.lease is None
+            else {"poller": self.lease.poller, "expires": format_ts(self.lease.expires)},
+            "progress": self.progress,
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """The calc.yaml document: everything, lease id included (never sent to owners)."""
+        doc = dataclasses.asdict(self)
+        doc["state"] = str(self.state)
+        doc["args"] = list(self.args)
+        doc["inputs"] = [dataclasses.asdict(f) for f in self.inputs]
+        doc["results"] = [dataclasses.asdict(f) for f in self.results]
+        return doc
+
+    @classmethod
+    def from_record(cls, doc: dict[str, Any]) -> Calc:
+        lease = doc.get("lease")
+        return cls(
+            **{
+                **doc,
+                "state": CalcState(doc["state"]),
+                "args": tuple(doc.get("args") or ()),
+                "inputs": tuple(FileEntry(**f) for f in doc.get("inputs") or ()),
+                "results": tuple(FileEntry(**f) for f in doc.get("results") or ()),
+                "lease": Lease(**lease) if lease else None,
+            }
+        )
+
+    def input(self, name: str) -> FileEntry:
+        return _find(self.inputs, name, "input", self.id)
+
+    def result(self, name: str) -> FileEntry:
+        return _find(self.results, name, "result", self.id)
+
+
+def _find(files: tuple[FileEntry, ...], name: str, kind: str, calc_id: str) -> FileEntry:
+    for f in files:
+        if f.name == name:
+            return f
+    raise NotFound(f"calc {calc_id} declares no {kind} named {name!r}")
+
+
+def parse_manifest(raw: Any, kind: str) -> tuple[FileEntry, ...]:
+    """Validate a list of {name, size, sha256} from a request body."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise BadRequest(f"'{kind}' must be a list of {{name, size, sha256}}")
+    seen: set[str] = set()
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) - {"name", "size", "sha256"}:
+            raise BadRequest(f"each entry of '{kind}' must be {{name, size, sha256}}")
+        name = check_name(item.get("name"))  # type: ignore[arg-type]
+        size, digest = item.get("size"), item.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise BadRequest(f"{kind} {name!r}: 'size' must be a byte count ≥ 0")
+        if not isinstance(digest, str) or not SHA256_RE.match(digest):
+            raise BadRequest(f"{kind} {name!r}: 'sha256' must be 64 lowercase hex digits")
+        # A name that is a prefix directory of another ('a' and 'a/b') cannot both be files.
+        for other in seen:
+            if other == name or other.startswith(name + "/") or name.startswith(other + "/"):
+                raise BadRequest(f"{kind} {name!r} clashes with {other!r}")
+        seen.add(name)
+        out.append(FileEntry(name, size, digest, 0))
+    return tuple(out)
+
+
+def _require(calc: Calc, *states: CalcState, action: str) -> None:
+    if calc.state not in states:
+        allowed = ", ".join(str(s) for s in states)
+        raise Conflict(f"cannot {action} calc {calc.id}: it is {calc.state}, not {allowed}")
+
+
+def _all_complete(files: tuple[FileEntry, ...]) -> bool:
+    return all(f.complete for f in files)
+
+
+def new_calc(
+    *,
+    calc_id: str,
+    user: str,
+    site: str,
+    command: str,
+    args: tuple[str, ...],
+    inputs: tuple[FileEntry, ...],
+    timeout: int | None,
+    request_id: str | None,
+    now: float,
+) -> Calc:
+    calc = Calc(
+        id=calc_id, user=user, site=site, command=command, args=args, inputs=inputs,
+        state=CalcState.REGISTERED, created=now, updated=now, timeout=timeout,
+        request_id=request_id,
+    )  # fmt: skip
+    # Empty files and calcs without inputs need no upload.
+    calc = replace(calc, inputs=tuple(replace(f, received=f.size) if f.size == 0 else f for f in inputs))
+    return _maybe_queue(calc, now)
+
+
+def settle(calc: Calc, now: float) -> Calc:
+    """Apply the automatic transitions (inputs complete → queued; results complete → final)."""
+    return _maybe_complete(_maybe_queue(calc, now), now)
+
+
+def _maybe_queue(calc: Calc, now: float) -> Calc:
+    if calc.state is CalcState.REGISTERED and _all_complete(calc.inputs):
+        return replace(calc, state=CalcState.QUEUED, queued_at=now, updated=now)
+    return calc
+
+
+def record_input(calc: Calc, name: str, received: int, now: float) -> Calc:
+    """Note that `received` bytes of input `name` are on disk (and verified if complete)."""
+    _require(calc, CalcState.REGISTERED, action="upload inputs of")
+    entry = calc.input(name)
+    if not 0 <= received <= entry.size:
+        raise BadRequest(f"input {name!r}: {received} bytes is beyond its size {entry.size}")
+    files = tuple(replace(f, received=received) if f.name == name else f for f in calc.inputs)
+    return _maybe_queue(replace(calc, inputs=files, updated=now), now)
+
+
+def claim(calc: Calc, *, lease_id: str, poller: str, expires: float, now: float) -> Calc:
+    _require(calc, CalcState.QUEUED, action="claim")
+    return replace(
+        calc, state=CalcState.RUNNING, lease=Lease(lease_id, poller, expires), reason=None,
+        updated=now, progress=None,
+    )  # fmt: skip
+
+
+def check_lease(calc: Calc, lease_id: str) -> None:
+    """Raise Conflict unless `lease_id` is the calc's current lease."""
+    if calc.lease is None or calc.lease.id != lease_id:
+        raise Conflict(f"lease {lease_id!r} is no longer held on calc {calc.id} (it is {calc.state})")
+
+
+def heartbeat(calc: Calc, *, lease_id: str, expires: float, progress: str | None, now: float) -> Calc:
+    check_lease(calc, lease_id)
+    if calc.state is CalcState.CANCELLED:
+        return calc  # the answer tells the poller to stop; nothing to renew
+    _require(calc, CalcState.RUNNING, action="heartbeat")
+    assert calc.lease is not None
+    return replace(
+        calc, lease=replace(calc.lease, expires=expires), updated=now,
+        progress=progress if progress is not None else calc.progress,
+    )  # fmt: skip
+
+
+def _manifest_key(files: tuple[FileEntry, ...]) -> list[tuple[str, int, str]]:
+    return sorted((f.name, f.size, f.sha256) for f in files)
+
+
+def finish(
+    calc: Calc,
+    *,
+    lease_id: str,
+    exit_code: int,
+    reason: str | None,
+    results: tuple[FileEntry, ...],
+    now: float,
+) -> Calc:
+    """Declare the exit code and result manifest, exactly once (same again is a no-op)."""
+    check_lease(calc, lease_id)
+    if calc.results_declared:
+        if calc.exit_code == exit_code and _manifest_key(calc.results) == _manifest_key(results):
+            return calc
+        raise Conflict(f"calc {calc.id} already declared a different exit code or result list")
+    _require(calc, CalcState.RUNNING, action="finish")
+    files = tuple(replace(f, received=f.size) if f.size == 0 else f for f in results)
+    calc = replace(
+        calc, exit_code=exit_code, reason=reason, results=files, results_declared=True, updated=now
+    )
+    return _maybe_complete(calc, now)
+
+
+def _maybe_complete(calc: Calc, now: float) -> Calc:
+    if calc.state is not CalcState.RUNNING or not calc.results_declared:
+        return calc
+    if not _all_complete(calc.results):
+        return calc
+    if calc.exit_code == 0:
+        return replace(calc, state=CalcState.SUCCEEDED, lease=None, reason=None, updated=now)
+    reason = calc.reason or f"the program exited with code {calc.exit_code}"
+    return replace(calc, state=CalcState.FAILED, lease=None, reason=reason, updated=now)
+
+
+def record_result(calc: Calc, *, lease_id: str, name: str, received: int, now: float) -> Calc:
+    check_lease(calc, lease_id)
+    _require(calc, CalcState.RUNNING, action="upload results of")
+    if not calc.results_declared:
+        raise Conflict(f"calc {calc.id}: declare the results with /finish before uploading them")
+    entry = calc.result(name)
+    if not 0 <= received <= entry.size:
+        raise BadRequest(f"result {name!r}: {received} bytes is beyond its size {entry.size}")
+    files = tuple(replace(f, received=received) if f.name == name else f for f in calc.results)
+    return _maybe_complete(replace(calc, results=files, updated=now), now)
+
+
+def cancel(calc: Calc, *, reason: str, now: float) -> Calc:
+    """Cancel a calc that has not finished; a running calc keeps its lease so the poller learns."""
+    if calc.state is CalcState.CANCELLED:
+        return calc
+    _require(calc, CalcState.REGISTERED, CalcState.QUEUED, CalcState.RUNNING, action="cancel")
+    return replace(calc, state=CalcState.CANCELLED, reason=reason, updated=now)
+
+
+def lease_expired(calc: Calc, now: float) -> bool:
+    return calc.state is CalcState.RUNNING and calc.lease is not None and calc.lease.expires <= now
+
+
+def expire_lease(calc: Calc, *, max_attempts: int, now: float) -> Calc:
+    """A lease ran out: back to the queue, or failed once `max_attempts` leases were lost."""
+    _require(calc, CalcState.RUNNING, action="expire the lease of")
+    attempts = calc.attempts + 1
+    poller = calc.lease.poller if calc.lease else "?"
+    if attempts >= max_attempts:
+        return replace(
+            calc, state=CalcState.FAILED, attempts=attempts, lease=None, updated=now,
+            reason=f"lease lost {attempts} times (last poller {poller!r} stopped heartbeating)",
+        )  # fmt: skip
+    return replace(
+        calc, state=CalcState.QUEUED, attempts=attempts, lease=None, queued_at=now, updated=now,
+        results=(), results_declared=False, exit_code=None, progress=None,
+        reason=f"requeued: poller {poller!r} stopped heartbeating (attempt {attempts})",
+    )  # fmt: skip
+
+
+def expire_queued(calc: Calc, *, now: float, waited: float) -> Calc:
+    _require(calc, CalcState.QUEUED, action="expire")
+    return replace(
+        calc, state=CalcState.FAILED, updated=now,
+        reason=f"expired in the queue after {int(waited)} s: no poller of site {calc.site!r} claimed it",
+    )  # fmt: skip
+
+
+def requeue(calc: Calc, *, now: float) -> Calc:
+    """Admin action: run the calc again from its inputs."""
+    if calc.state is CalcState.REGISTERED:
+        raise Conflict(f"calc {calc.id} is still waiting for its inputs; nothing to requeue")
+    calc = replace(
+        calc, state=CalcState.REGISTERED, lease=None, results=(), results_declared=False,
+        exit_code=None, reason="requeued by an admin", progress=None, updated=now,
+    )  # fmt: skip
+    return _maybe_queue(calc, now)
+
+
+
+def request_key(request_id: str) -> str:
+    """A file-name-safe key for a client's idempotency `request_id`."""
+    return hashlib.sha256(request_id.encode("utf-8")).hexdigest()
+
+
+def queue_entry(calc: Calc) -> str:
+    """The queue index marker name: sorts by queue time, then id."""
+    return f"{int((calc.queued_at or calc.created) * 1e6):020d}-{calc.id}"

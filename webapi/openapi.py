@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 description of the HTTP contract (docs/api.md), kept as plain data."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_CALC = {"application/json": {"schema": {"$ref": "#/components/schemas/Calc"}}}
+_OBJ = {"application/json": {"schema": {"type": "object"}}}
+_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": where == "path", "schema": schema or {"type": "string"}}
+
+
+def _op(summary: str, *, params: tuple[str, ...] = (), query: tuple[str, ...] = (),
+        body: dict[str, Any] | None = None, ok: dict[str, Any] | None = None,
+        status: str = "200", public: bool = False, extra: dict[str, Any] | None = None,
+        headers: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+    op: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [_p(n) for n in params]
+        + [_p(q, "query") for q in query]
+        + [_p(h, "header") for h in headers],
+        "responses": {status: {"description": "ok", "content": ok or _OBJ}, "default": _ERR},
+    }
+    if extra:
+        op["responses"].update(extra)
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if public:
+        op["security"] = []
+    return op
+
+
+_FILE_PUT = "raw bytes appended at `offset` (must equal `received`)"
+
+_DOC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mint-extcomp WebAPI", "version": "1", "description": "See docs/api.md."},
+    "security": [{"bearer": []}],
+    "paths": {
+        "/healthz": {"get": _op("Liveness check", public=True)},
+        "/api/v1/openapi.json": {"get": _op("This document", public=True)},
+        "/api/v1/login": {"post": _op("Exchange user + password for a token", body=_OBJ, public=True)},
+        "/api/v1/calcs": {
+            "post": _op("Register a calc", body=_OBJ, ok=_CALC, status="201",
+                        extra={"200": {"description": "same request_id: the existing calc"}}),
+            "get": _op("List calcs (own; admin: all)", query=("state", "site")),
+        },  # fmt: skip
+        "/api/v1/calcs/{calc_id}": {"get": _op("One calc", params=("calc_id",), ok=_CALC)},
+        "/api/v1/calcs/{calc_id}/cancel": {
+            "post": _op("Cancel a calc", params=("calc_id",), ok=_CALC)
+        },
+        "/api/v1/calcs/{calc_id}/inputs/{name}": {
+            "put": _op(f"Upload an input: {_FILE_PUT}", params=("calc_id", "name"),
+                       query=("offset",), body=_BYTES),
+            "get": _op("Download an input", params=("calc_id", "name"), ok=_BYTES,
+                       headers=("Range",)),
+        },  # fmt: skip
+        "/api/v1/calcs/{calc_id}/results/{name}": {
+            "put": _op(f"Upload a result: {_FILE_PUT}", params=("calc_id", "name"),
+                       query=("offset", "lease"), body=_BYTES),
+            "get": _op("Download a result", params=("calc_id", "name"), ok=_BYTES,
+                       headers=("Range",)),
+        },  # fmt: skip
+        "/api/v1/sites/{site}/claim": {
+            "post": _op("Long-poll for a queued calc of the site", params=("site",), body=_OBJ,
+                        extra={"204": {"description": "nothing queued within `wait` seconds"}}),
+        },  # fmt: skip
+        "/api/v1/calcs/{calc_id}/heartbeat": {
+            "post": _op("Renew the lease; learn of a cancel", params=("calc_id",), body=_OBJ)
+        },
+        "/api/v1/calcs/{calc_id}/finish": {
+            "post": _op("Declare exit code and results", params=("calc_id",), body=_OBJ, ok=_CALC)
+        },
+        "/api/v1/admin/calcs/{calc_id}/requeue": {
+            "post": _op("Admin: run a calc again", params=("calc_id",), ok=_CALC)
+        },
+        "/api/v1/sites": {"get": _op("Admin: sites, commands, poller last seen")},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "responses": {
+            "Error": {
+                "description": "error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        },
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "message": {"type": "string"},
+                    "offset": {"type": "integer"},
+                },
+            },
+            "File": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "size": {"type": "integer"},
+                    "sha256": {"type": "string"},
+                    "received": {"type": "integer"},
+                },
+            },
+            "Calc": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "user": {"type": "string"},
+                    "site": {"type": "string"},
+                    "command": {"type": "string"},
+                    "args": {"type": "array", "items": {"type": "string"}},
+                    "state": {
+                        "enum": ["registered", "queued", "running", "succeeded", "failed", "cancelled"]
+                    },
+                    "reason": {"type": ["string", "null"]},
+                    "created": {"type": "string", "format": "date-time"},
+                    "updated": {"type": "string", "format": "date-time"},
+                    "timeout": {"type": ["integer", "null"]},
+                    "attempts": {"type": "integer"},
+                    "exit_code": {"type": ["integer", "null"]},
+                    "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/File"}},
+                    "results": {"type": "array", "items": {"$ref": "#/components/schemas/File"}},
+                    "lease": {"type": ["object", "null"]},
+                    "progress": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """A copy of the document (callers may not mutate the shared one)."""
+    return copy.deepcopy(_DOC)

@@ -1,0 +1,373 @@
+"""The storage seam the web layer calls (`JobStore`) and its YAML-files implementation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+import yaml
+
+from webapi import jobs
+from webapi.atomic import FileLock, read_yaml, write_yaml_atomic
+from webapi.errors import BadRequest, Conflict, NotFound, TooLarge
+from webapi.jobs import Calc, CalcState, FileEntry
+from webapi.names import safe_join
+from webapi.store_files import FileTransfers
+from webapi.store_repair import repair
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["inputs", "results"]
+CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """The timing rules that apply to one site's calcs (from the server config)."""
+
+    lease_seconds: int = 600
+    max_attempts: int = 3
+    queued_expiry_seconds: int = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class NewCalcRequest:
+    user: str
+    site: str
+    command: str
+    args: tuple[str, ...]
+    inputs: tuple[FileEntry, ...]
+    timeout: int | None = None
+    request_id: str | None = None
+
+
+class JobStore(Protocol):
+    """What the web layer needs from storage; it never touches files itself."""
+
+    def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]: ...
+    def get(self, calc_id: str) -> Calc: ...
+    def list_calcs(
+        self, *, user: str | None, state: CalcState | None, site: str | None
+    ) -> list[Calc]: ...
+    def cancel(self, calc_id: str, reason: str) -> Calc: ...
+    def requeue(self, calc_id: str) -> Calc: ...
+    def write_file(
+        self, calc_id: str, kind: Kind, name: str, offset: int, body: BinaryIO,
+        length: int | None, lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]: ...  # fmt: skip
+    def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]: ...
+    def claim(
+        self, *, site: str, user: str, poller: str, wait: float
+    ) -> Calc | None: ...
+    def heartbeat(self, calc_id: str, lease_id: str, progress: str | None) -> Calc: ...
+    def finish(
+        self, calc_id: str, *, lease_id: str, exit_code: int, reason: str | None,
+        results: tuple[FileEntry, ...], quota_bytes: int,
+    ) -> Calc: ...  # fmt: skip
+    def reap(self) -> int: ...
+    def poller_seen(self, site: str) -> tuple[str, float] | None: ...
+    def close(self) -> None: ...
+
+
+class YamlJobStore:
+    """One directory per calc (`calcs/<id>/calc.yaml`, `inputs/`, `results/`) plus indexes.
+
+    Indexes are empty marker files: `queues/<site>/<user>/<queued-µs>-<id>` (claim order) and
+    `running/<id>` (the reaper's work list). They are derived data, rebuilt from the calc.yaml
+    files on open, so a crash between writing a calc and its index entry is repaired there.
+    """
+
+    def __init__(
+        self, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None
+    ) -> None:
+        self.root = data_dir
+        self._policy = policy or (lambda _site: SitePolicy())
+        for sub in ("calcs", "queues", "running", "requests", "pollers"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.root / ".lock")
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._closed = False
+        self._last_reap = 0.0
+        self._seen: dict[str, tuple[str, float]] = {}
+        self._seen_written: dict[str, float] = {}
+        with self.lock():
+            repair(self.root)
+        self._load_seen()
+        self.files = FileTransfers(self)
+
+    # -- low level ----------------------------------------------------------------------------
+    def calc_dir(self, calc_id: str) -> Path:
+        if not jobs.CALC_ID_RE.match(calc_id):
+            raise NotFound(f"no calc {calc_id!r} (ids look like c-<32 hex digits>)")
+        return self.root / "calcs" / calc_id
+
+    def read(self, calc_id: str) -> Calc:
+        path = self.calc_dir(calc_id) / "calc.yaml"
+        try:
+            doc = read_yaml(path)
+        except FileNotFoundError:
+            raise NotFound(f"no calc {calc_id!r}") from None
+        return Calc.from_record(doc)
+
+    def save(self, old: Calc | None, new: Calc) -> Calc:
+        """Write calc.yaml atomically, then bring the indexes in line. Call under self.lock."""
+        if old == new:
+            return new
+        write_yaml_atomic(self.calc_dir(new.id) / "calc.yaml", new.to_record())
+        was_q = old is not None and old.state is CalcState.QUEUED
+        is_q = new.state is CalcState.QUEUED
+        if was_q and old is not None and (not is_q or jobs.queue_entry(old) != jobs.queue_entry(new)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / "queues" / old.site / old.user / jobs.queue_entry(old))
+        if is_q and (not was_q or old is None or jobs.queue_entry(old) != jobs.queue_entry(new)):
+            qdir = self.root / "queues" / new.site / new.user
+            qdir.mkdir(parents=True, exist_ok=True)
+            (qdir / jobs.queue_entry(new)).touch()
+            self._notify()
+        running = self.root / "running" / new.id
+        if new.state is CalcState.RUNNING:
+            running.touch()
+        elif old is not None and old.state is CalcState.RUNNING:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(running)
+        return new
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def _expire_if_due(self, calc: Calc) -> Calc:
+        """Lazy lease expiry: call under self.lock with a freshly read calc."""
+        now = time.time()
+        if jobs.lease_expired(calc, now):
+            max_attempts = self._policy(calc.site).max_attempts
+            new = jobs.expire_lease(calc, max_attempts=max_attempts, now=now)
+            log.info("calc %s: lease expired → %s (%s)", calc.id, new.state, new.reason)
+            return self.save(calc, new)
+        return calc
+
+    def load(self, calc_id: str) -> Calc:
+        """Read a calc under the lock, applying a due lease expiry."""
+        return self._expire_if_due(self.read(calc_id))
+
+    # -- calcs --------------------------------------------------------------------------------
+    def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]:
+        total = sum(f.size for f in req.inputs)
+        if quota_bytes and total > quota_bytes:
+            raise TooLarge(f"inputs total {total} bytes, over the quota of {quota_bytes} bytes")
+        free = shutil.disk_usage(self.root).free
+        if total > free:
+            raise TooLarge(f"inputs total {total} bytes but the server has {free} bytes free")
+        with self.lock():
+            req_file = None
+            if req.request_id is not None:
+                key = jobs.request_key(req.request_id)
+                req_file = self.root / "requests" / req.user / key
+                with contextlib.suppress(FileNotFoundError):
+                    return self.load(req_file.read_text().strip()), False
+            calc = jobs.new_calc(
+                calc_id="c-" + uuid.uuid4().hex, user=req.user, site=req.site,
+                command=req.command, args=req.args, inputs=req.inputs, timeout=req.timeout,
+                request_id=req.request_id, now=time.time(),
+            )  # fmt: skip
+            self.calc_dir(calc.id).mkdir()
+            self.save(None, calc)
+            if req_file is not None:
+                req_file.parent.mkdir(parents=True, exist_ok=True)
+                req_file.write_text(calc.id)
+        log.info("calc %s: registered by %s for %s/%s", calc.id, req.user, req.site, req.command)
+        return calc, True
+
+    def get(self, calc_id: str) -> Calc:
+        calc = self.read(calc_id)
+        if jobs.lease_expired(calc, time.time()):
+            with self.lock():
+                calc = self.load(calc_id)
+        return calc
+
+    def list_calcs(
+        self, *, user: str | None, state: CalcState | None, site: str | None
+    ) -> list[Calc]:
+        out = []
+        for entry in sorted(os.listdir(self.root / "calcs")):
+            try:
+                calc = self.read(entry)
+            except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
+                continue
+            if user is not None and calc.user != user:
+                continue
+            if (state is None or calc.state is state) and (site is None or calc.site == site):
+                out.append(calc)
+        out.sort(key=lambda c: c.created)
+        return out
+
+    def cancel(self, calc_id: str, reason: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, jobs.cancel(calc, reason=reason, now=time.time()))
+
+    def requeue(self, calc_id: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            new = jobs.requeue(calc, now=time.time())
+            shutil.rmtree(self.calc_dir(calc_id) / "results", ignore_errors=True)
+            shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
+            return self.save(calc, new)
+
+    # -- files (streaming lives in store_files) -----------------------------------------------
+    def write_file(
+        self, calc_id: str, kind: Kind, name: str, offset: int, body: BinaryIO,
+        length: int | None, lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]:  # fmt: skip
+        return self.files.write(calc_id, kind, name, offset, body, length, lease_id)
+
+    def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]:
+        calc = self.get(calc_id)
+        entry = calc.input(name) if kind == "inputs" else calc.result(name)
+        if not entry.complete:
+            raise Conflict(
+                f"{kind[:-1]} {name!r} of calc {calc_id} is not fully uploaded "
+                f"({entry.received} of {entry.size} bytes)"
+            )
+        path = safe_join(self.calc_dir(calc_id), f"{kind}/{name}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise NotFound(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
+        except OSError:
+            raise BadRequest(f"{kind[:-1]} {name!r} cannot be opened (symbolic link?)") from None
+        return os.fdopen(fd, "rb"), entry.size
+
+    # -- poller side --------------------------------------------------------------------------
+    def _note_poller(self, site: str, poller: str) -> None:
+        now = time.time()
+        self._seen[site] = (poller, now)
+        # Persist at most every 10 s per site: survives restarts without a write per request.
+        if now - self._seen_written.get(site, 0.0) > 10:
+            self._seen_written[site] = now
+            doc = {"poller": poller, "seen": now}
+            with contextlib.suppress(OSError):
+                write_yaml_atomic(self.root / "pollers" / f"{site}.yaml", doc)
+
+    def _load_seen(self) -> None:
+        for path in (self.root / "pollers").glob("*.yaml"):
+            with contextlib.suppress(Exception):
+                doc = read_yaml(path)
+                self._seen[path.stem] = (str(doc["poller"]), float(doc["seen"]))
+
+    def poller_seen(self, site: str) -> tuple[str, float] | None:
+        return self._seen.get(site)
+
+    def _try_claim(self, site: str, user: str, poller: str) -> Calc | None:
+        qdir = self.root / "queues" / site / user
+        try:
+            entries = sorted(os.listdir(qdir))
+        except FileNotFoundError:
+            return None
+        for entry in entries:
+            calc_id = entry.partition("-")[2]
+            try:
+                calc = self.read(calc_id)
+            except NotFound:
+                calc = None
+            if calc is None or calc.state is not CalcState.QUEUED or jobs.queue_entry(calc) != entry:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(qdir / entry)  # stale marker (e.g. left by a crash)
+                continue
+            now = time.time()
+            lease_seconds = self._policy(site).lease_seconds
+            new = jobs.claim(
+                calc, lease_id="l-" + secrets.token_hex(12), poller=poller,
+                expires=now + lease_seconds, now=now,
+            )  # fmt: skip
+            log.info("calc %s: claimed by poller %r of %s", calc_id, poller, user)
+            return self.save(calc, new)
+        return None
+
+    def claim(self, *, site: str, user: str, poller: str, wait: float) -> Calc | None:
+        """Claim the oldest queued calc of `user` for `site`, waiting up to `wait` seconds."""
+        deadline = time.monotonic() + wait
+        if time.time() - self._last_reap > 1.0:
+            self.reap()
+        while True:
+            with self._cond:
+                generation = self._generation
+            with self.lock():
+                self._note_poller(site, poller)
+                calc = self._try_claim(site, user, poller)
+            if calc is not None:
+                return calc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return None
+            with self._cond:
+                if self._generation == generation and not self._closed:
+                    self._cond.wait(min(remaining, CLAIM_RECHECK_SECONDS))
+
+    def heartbeat(self, calc_id: str, lease_id: str, progress: str | None) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            if calc.lease is not None:
+                self._note_poller(calc.site, calc.lease.poller)
+            now = time.time()
+            expires = now + self._policy(calc.site).lease_seconds
+            new = jobs.heartbeat(calc, lease_id=lease_id, expires=expires, progress=progress, now=now)
+            return self.save(calc, new)
+
+    def finish(
+        self, calc_id: str, *, lease_id: str, exit_code: int, reason: str | None,
+        results: tuple[FileEntry, ...], quota_bytes: int,
+    ) -> Calc:  # fmt: skip
+        total = sum(f.size for f in results)
+        if quota_bytes and total > quota_bytes:
+            raise TooLarge(f"results total {total} bytes, over the quota of {quota_bytes} bytes")
+        with self.lock():
+            calc = self.load(calc_id)
+            new = jobs.finish(
+                calc, lease_id=lease_id, exit_code=exit_code, reason=reason, results=results,
+                now=time.time(),
+            )  # fmt: skip
+            return self.save(calc, new)
+
+    def reap(self) -> int:
+        """Expire overdue leases and queued calcs; return how many calcs changed."""
+        self._last_reap = time.time()
+        changed = 0
+        with self.lock():
+            for calc_id in os.listdir(self.root / "running"):
+                try:
+                    calc = self.read(calc_id)
+                except NotFound:
+                    os.unlink(self.root / "running" / calc_id)
+                    continue
+                changed += self._expire_if_due(calc) is not calc
+            now = time.time()
+            for qdir in (self.root / "queues").glob("*/*"):
+                expiry = self._policy(qdir.parent.name).queued_expiry_seconds
+                for entry in os.listdir(qdir):
+                    waited = now - int(entry.partition("-")[0]) / 1e6
+                    if waited <= expiry:
+                        continue
+                    with contextlib.suppress(NotFound):
+                        calc = self.read(entry.partition("-")[2])
+                        if calc.state is CalcState.QUEUED:
+                            self.save(calc, jobs.expire_queued(calc, now=now, waited=waited))
+                            changed += 1
+        return changed
+
+    def close(self) -> None:
+        """Wake every waiting claim so the server can stop promptly."""
+        self._closed = True
+        self._notify()
