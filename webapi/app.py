@@ -24,7 +24,9 @@ def site_policy(config: ConfigSource) -> Any:
 
     def policy(site: str) -> SitePolicy:
         conf = config.current
-        return SitePolicy(conf.site_lease_seconds(site), conf.max_attempts, conf.queued_expiry_seconds)
+        return SitePolicy(
+            conf.site_lease_seconds(site), conf.max_attempts, conf.queued_expiry_seconds
+        )
 
     return policy
 
@@ -77,7 +79,7 @@ def create_app(store: JobStore, config_source: ConfigSource, auth: UserStore) ->
     """A fresh Bottle app serving the HTTP contract of docs/api.md."""
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
-    app.default_error_handler = json_error_handler  # type: ignore[method-assign]
+    app.default_error_handler = json_error_handler
     deps = Deps(store=store, config=config_source, auth=auth)
 
     @route(app, deps, "GET", "/healthz", public=True)

@@ -94,7 +94,9 @@ def token_hash(token: str) -> str:
 
 
 # A dummy hash so a login for an unknown user costs as much as one for a known user.
-_DUMMY_HASH = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+_DUMMY_HASH = (
+    "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+)
 
 
 class UserStore:
@@ -245,8 +247,12 @@ class UserStore:
         for name, user in sorted(self._users().items()):
             user = user or {}
             toks = tuple(
-                TokenInfo(str(t.get("id")), str(t.get("created")), t.get("expires"), str(t.get("label", "")))
+                TokenInfo(
+                    str(t["id"]), str(t["created"]), t.get("expires"), str(t.get("label", ""))
+                )
                 for t in user.get("tokens") or []
-            )  # fmt: skip
-            out.append(UserInfo(str(name), bool(user.get("admin")), bool(user.get("password")), toks))
+            )
+            out.append(
+                UserInfo(str(name), bool(user.get("admin")), bool(user.get("password")), toks)
+            )
         return out

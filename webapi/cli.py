@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from webapi.errors import ApiError, ConfigError
 
@@ -19,6 +20,11 @@ ENV_CONFIG = "EXTCOMP_API_CONFIG"
 DEFAULT_CONFIG = Path("/etc/extcomp-api/config.yml")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("webapi.cli")
+
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+Command = Callable[[argparse.Namespace], int]
 
 
 class UsageError(Exception):
@@ -110,7 +116,11 @@ def cmd_sites_list(args: argparse.Namespace) -> int:
 
     conf = load_config(_config_path(args))
     sites = [
-        {"name": s.name, "commands": list(s.commands), "lease_seconds": conf.site_lease_seconds(s.name)}
+        {
+            "name": s.name,
+            "commands": list(s.commands),
+            "lease_seconds": conf.site_lease_seconds(s.name),
+        }
         for s in conf.sites.values()
     ]
     if args.json:
@@ -136,11 +146,13 @@ def cmd_admin_requeue(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="extcomp-api", description=__doc__)
-    parser.add_argument("--config", help=f"server config YAML (env {ENV_CONFIG}, default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config", help=f"server config YAML (env {ENV_CONFIG}, default {DEFAULT_CONFIG})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, func: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:  # fmt: skip
-        p = parent.add_parser(name, help=help_, description=help_)
+    def add(parent: SubParsers, name: str, func: Command, help_: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_, description=help_)
         p.add_argument("--config", default=argparse.SUPPRESS, help="server config YAML")
         p.set_defaults(func=func)
         return p

@@ -113,7 +113,9 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
             raise _fail(path, key, "expected a mapping", "write 'commands: [name, ...]' under it")
         unknown = set(body) - {"commands", "lease_seconds"}
         if unknown:
-            raise _fail(path, key, f"unknown keys {sorted(unknown)}", "allowed: commands, lease_seconds")
+            raise _fail(
+                path, key, f"unknown keys {sorted(unknown)}", "allowed: commands, lease_seconds"
+            )
         commands = body.get("commands", [])
         if not isinstance(commands, list) or not all(
             isinstance(c, str) and COMMAND_RE.match(c) for c in commands
@@ -168,8 +170,10 @@ def parse_config(raw: Any, path: Path) -> ServerConfig:
     if tls is not None:
         if not isinstance(tls, dict) or set(tls) != {"cert", "key"}:
             raise _fail(path, "tls", "expected a mapping with exactly 'cert' and 'key'",
-                        "write 'tls: {cert: /path/cert.pem, key: /path/key.pem}' or omit it")  # fmt: skip
-        kwargs["tls"] = TlsConfig(_path(path, "tls.cert", tls["cert"]), _path(path, "tls.key", tls["key"]))
+                        "write 'tls: {cert: CERT.pem, key: KEY.pem}' or omit it")  # fmt: skip
+        kwargs["tls"] = TlsConfig(
+            _path(path, "tls.cert", tls["cert"]), _path(path, "tls.key", tls["key"])
+        )
     return ServerConfig(**kwargs)
 
 

@@ -58,7 +58,9 @@ def json_error_handler(err: bottle.HTTPError) -> str:
     """Bottle's own errors (unknown route, wrong method) as contract JSON, never HTML/trace."""
     code = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(err.status_code, "internal")
     if err.status_code == 404:
-        message = f"no route {bottle.request.method} {bottle.request.path}; see /api/v1/openapi.json"
+        message = (
+            f"no route {bottle.request.method} {bottle.request.path}; see /api/v1/openapi.json"
+        )
     elif err.status_code == 405:
         message = f"method {bottle.request.method} is not allowed on {bottle.request.path}"
     else:
@@ -88,7 +90,10 @@ def route(
                 result = (status, body)
             except Exception:
                 log.exception("unhandled error in %s %s", method, bottle.request.path)
-                result = (500, {"error": "internal", "message": "internal error; see the server log"})
+                result = (
+                    500,
+                    {"error": "internal", "message": "internal error; see the server log"},
+                )
             if isinstance(result, Stream):
                 bottle.response.status = result.status
                 bottle.response.content_type = "application/octet-stream"

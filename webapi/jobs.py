@@ -1,4 +1,4 @@
-"""The calc record and its state machine as pure functions (no IO); bad transitions raise Conflict."""
+"""The calc record and its state machine as pure functions (no IO); bad moves raise Conflict."""
 
 from __future__ import annotations
 
@@ -41,7 +41,12 @@ class FileEntry:
         return self.received == self.size
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "sha256": self.sha256, "received": self.received}
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "received": self.received,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +192,9 @@ def new_calc(
         request_id=request_id,
     )  # fmt: skip
     # Empty files and calcs without inputs need no upload.
-    calc = replace(calc, inputs=tuple(replace(f, received=f.size) if f.size == 0 else f for f in inputs))
+    calc = replace(
+        calc, inputs=tuple(replace(f, received=f.size) if f.size == 0 else f for f in inputs)
+    )
     return _maybe_queue(calc, now)
 
 
@@ -223,10 +230,14 @@ def claim(calc: Calc, *, lease_id: str, poller: str, expires: float, now: float)
 def check_lease(calc: Calc, lease_id: str) -> None:
     """Raise Conflict unless `lease_id` is the calc's current lease."""
     if calc.lease is None or calc.lease.id != lease_id:
-        raise Conflict(f"lease {lease_id!r} is no longer held on calc {calc.id} (it is {calc.state})")
+        raise Conflict(
+            f"lease {lease_id!r} is no longer held on calc {calc.id} (it is {calc.state})"
+        )
 
 
-def heartbeat(calc: Calc, *, lease_id: str, expires: float, progress: str | None, now: float) -> Calc:
+def heartbeat(
+    calc: Calc, *, lease_id: str, expires: float, progress: str | None, now: float
+) -> Calc:
     check_lease(calc, lease_id)
     if calc.state is CalcState.CANCELLED:
         return calc  # the answer tells the poller to stop; nothing to renew
@@ -321,7 +332,8 @@ def expire_queued(calc: Calc, *, now: float, waited: float) -> Calc:
     _require(calc, CalcState.QUEUED, action="expire")
     return replace(
         calc, state=CalcState.FAILED, updated=now,
-        reason=f"expired in the queue after {int(waited)} s: no poller of site {calc.site!r} claimed it",
+        reason=f"expired in the queue after {int(waited)} s: "
+        f"no poller of site {calc.site!r} claimed it",
     )  # fmt: skip
 
 
@@ -334,7 +346,6 @@ def requeue(calc: Calc, *, now: float) -> Calc:
         exit_code=None, reason="requeued by an admin", progress=None, updated=now,
     )  # fmt: skip
     return _maybe_queue(calc, now)
-
 
 
 def request_key(request_id: str) -> str:

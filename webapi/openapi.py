@@ -12,7 +12,12 @@ _BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 
 
 def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": schema or {"type": "string"}}
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema or {"type": "string"},
+    }
 
 
 def _op(summary: str, *, params: tuple[str, ...] = (), query: tuple[str, ...] = (),
@@ -44,32 +49,53 @@ _DOC: dict[str, Any] = {
     "paths": {
         "/healthz": {"get": _op("Liveness check", public=True)},
         "/api/v1/openapi.json": {"get": _op("This document", public=True)},
-        "/api/v1/login": {"post": _op("Exchange user + password for a token", body=_OBJ, public=True)},
+        "/api/v1/login": {
+            "post": _op("Exchange user + password for a token", body=_OBJ, public=True)
+        },
         "/api/v1/calcs": {
-            "post": _op("Register a calc", body=_OBJ, ok=_CALC, status="201",
-                        extra={"200": {"description": "same request_id: the existing calc"}}),
+            "post": _op(
+                "Register a calc",
+                body=_OBJ,
+                ok=_CALC,
+                status="201",
+                extra={"200": {"description": "same request_id: the existing calc"}},
+            ),
             "get": _op("List calcs (own; admin: all)", query=("state", "site")),
-        },  # fmt: skip
+        },
         "/api/v1/calcs/{calc_id}": {"get": _op("One calc", params=("calc_id",), ok=_CALC)},
         "/api/v1/calcs/{calc_id}/cancel": {
             "post": _op("Cancel a calc", params=("calc_id",), ok=_CALC)
         },
         "/api/v1/calcs/{calc_id}/inputs/{name}": {
-            "put": _op(f"Upload an input: {_FILE_PUT}", params=("calc_id", "name"),
-                       query=("offset",), body=_BYTES),
-            "get": _op("Download an input", params=("calc_id", "name"), ok=_BYTES,
-                       headers=("Range",)),
-        },  # fmt: skip
+            "put": _op(
+                f"Upload an input: {_FILE_PUT}",
+                params=("calc_id", "name"),
+                query=("offset",),
+                body=_BYTES,
+            ),
+            "get": _op(
+                "Download an input", params=("calc_id", "name"), ok=_BYTES, headers=("Range",)
+            ),
+        },
         "/api/v1/calcs/{calc_id}/results/{name}": {
-            "put": _op(f"Upload a result: {_FILE_PUT}", params=("calc_id", "name"),
-                       query=("offset", "lease"), body=_BYTES),
-            "get": _op("Download a result", params=("calc_id", "name"), ok=_BYTES,
-                       headers=("Range",)),
-        },  # fmt: skip
+            "put": _op(
+                f"Upload a result: {_FILE_PUT}",
+                params=("calc_id", "name"),
+                query=("offset", "lease"),
+                body=_BYTES,
+            ),
+            "get": _op(
+                "Download a result", params=("calc_id", "name"), ok=_BYTES, headers=("Range",)
+            ),
+        },
         "/api/v1/sites/{site}/claim": {
-            "post": _op("Long-poll for a queued calc of the site", params=("site",), body=_OBJ,
-                        extra={"204": {"description": "nothing queued within `wait` seconds"}}),
-        },  # fmt: skip
+            "post": _op(
+                "Long-poll for a queued calc of the site",
+                params=("site",),
+                body=_OBJ,
+                extra={"204": {"description": "nothing queued within `wait` seconds"}},
+            ),
+        },
         "/api/v1/calcs/{calc_id}/heartbeat": {
             "post": _op("Renew the lease; learn of a cancel", params=("calc_id",), body=_OBJ)
         },
@@ -117,7 +143,14 @@ _DOC: dict[str, Any] = {
                     "command": {"type": "string"},
                     "args": {"type": "array", "items": {"type": "string"}},
                     "state": {
-                        "enum": ["registered", "queued", "running", "succeeded", "failed", "cancelled"]
+                        "enum": [
+                            "registered",
+                            "queued",
+                            "running",
+                            "succeeded",
+                            "failed",
+                            "cancelled",
+                        ]
                     },
                     "reason": {"type": ["string", "null"]},
                     "created": {"type": "string", "format": "date-time"},

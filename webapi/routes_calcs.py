@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import bottle
 
 from webapi.auth import Principal
 from webapi.errors import ApiError, BadRequest, Forbidden
-from webapi.http import Deps, Stream, body_stream, query_int, read_json, require_owner, route, send_file
+from webapi.http import (
+    Deps,
+    Stream,
+    body_stream,
+    query_int,
+    read_json,
+    require_owner,
+    route,
+    send_file,
+)
 from webapi.jobs import Calc, CalcState, parse_manifest
 from webapi.store import NewCalcRequest
 
@@ -48,10 +58,14 @@ def _parse_new_calc(deps: Deps, user: str, body: dict[str, Any]) -> tuple[NewCal
     ):
         raise BadRequest(f"'args' must be a list of at most {MAX_ARGS} strings without NUL")
     timeout = body.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0
+    ):
         raise BadRequest("'timeout' must be a whole number of seconds > 0")
     request_id = body.get("request_id")
-    if request_id is not None and (not isinstance(request_id, str) or not 1 <= len(request_id) <= 200):
+    if request_id is not None and (
+        not isinstance(request_id, str) or not 1 <= len(request_id) <= 200
+    ):
         raise BadRequest("'request_id' must be a string of 1..200 characters")
     req = NewCalcRequest(
         user=user, site=site, command=command, args=tuple(args),
@@ -76,7 +90,9 @@ def register_calc_routes(app: bottle.Bottle, deps: Deps, render: Render) -> None
         try:
             state = CalcState(state_raw) if state_raw else None
         except ValueError:
-            raise BadRequest(f"unknown state {state_raw!r}; use one of {[str(s) for s in CalcState]}") from None
+            raise BadRequest(
+                f"unknown state {state_raw!r}; use one of {[str(s) for s in CalcState]}"
+            ) from None
         site = bottle.request.query.get("site") or None
         calcs = store.list_calcs(user=None if p.admin else p.user, state=state, site=site)
         return {"calcs": [render(deps, c) for c in calcs]}
@@ -94,6 +110,7 @@ def register_calc_routes(app: bottle.Bottle, deps: Deps, render: Render) -> None
 
     @route(app, deps, "PUT", "/api/v1/calcs/<calc_id>/inputs/<name:path>")
     def put_input(p: Principal, calc_id: str, name: str) -> dict[str, Any]:
+        name = unquote(name)  # cheroot keeps %2F encoded; valid names never contain "%"
         calc = store.get(calc_id)
         if calc.user != p.user:
             raise Forbidden(f"only the owner of calc {calc_id} can upload its inputs")
@@ -104,10 +121,12 @@ def register_calc_routes(app: bottle.Bottle, deps: Deps, render: Render) -> None
 
     @route(app, deps, "GET", "/api/v1/calcs/<calc_id>/inputs/<name:path>")
     def get_input(p: Principal, calc_id: str, name: str) -> Stream:
+        name = unquote(name)
         require_owner(p, store.get(calc_id))
         return send_file(*store.open_file(calc_id, "inputs", name))
 
     @route(app, deps, "GET", "/api/v1/calcs/<calc_id>/results/<name:path>")
     def get_result(p: Principal, calc_id: str, name: str) -> Stream:
+        name = unquote(name)
         require_owner(p, store.get(calc_id))
         return send_file(*store.open_file(calc_id, "results", name))

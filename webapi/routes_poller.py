@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 import bottle
 
@@ -23,7 +24,9 @@ RESERVED_THREADS = 8
 
 def _lease_holder(p: Principal, calc: Calc) -> None:
     if calc.user != p.user:
-        raise Forbidden(f"calc {calc.id} was registered by another user; its poller needs their token")
+        raise Forbidden(
+            f"calc {calc.id} was registered by another user; its poller needs their token"
+        )
 
 
 def _lease_id(body: dict[str, Any]) -> str:
@@ -98,6 +101,7 @@ def register_poller_routes(app: bottle.Bottle, deps: Deps, render: Render) -> No
 
     @route(app, deps, "PUT", "/api/v1/calcs/<calc_id>/results/<name:path>")
     def put_result(p: Principal, calc_id: str, name: str) -> dict[str, Any]:
+        name = unquote(name)  # cheroot keeps %2F encoded; valid names never contain "%"
         _lease_holder(p, store.get(calc_id))
         offset = query_int("offset", 0)
         lease = bottle.request.query.get("lease") or None

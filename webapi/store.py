@@ -66,9 +66,7 @@ class JobStore(Protocol):
         length: int | None, lease_id: str | None,
     ) -> tuple[Calc, FileEntry]: ...  # fmt: skip
     def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]: ...
-    def claim(
-        self, *, site: str, user: str, poller: str, wait: float
-    ) -> Calc | None: ...
+    def claim(self, *, site: str, user: str, poller: str, wait: float) -> Calc | None: ...
     def heartbeat(self, calc_id: str, lease_id: str, progress: str | None) -> Calc: ...
     def finish(
         self, calc_id: str, *, lease_id: str, exit_code: int, reason: str | None,
@@ -87,9 +85,7 @@ class YamlJobStore:
     files on open, so a crash between writing a calc and its index entry is repaired there.
     """
 
-    def __init__(
-        self, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None) -> None:
         self.root = data_dir
         self._policy = policy or (lambda _site: SitePolicy())
         for sub in ("calcs", "queues", "running", "requests", "pollers"):
@@ -127,7 +123,11 @@ class YamlJobStore:
         write_yaml_atomic(self.calc_dir(new.id) / "calc.yaml", new.to_record())
         was_q = old is not None and old.state is CalcState.QUEUED
         is_q = new.state is CalcState.QUEUED
-        if was_q and old is not None and (not is_q or jobs.queue_entry(old) != jobs.queue_entry(new)):
+        if (
+            was_q
+            and old is not None
+            and (not is_q or jobs.queue_entry(old) != jobs.queue_entry(new))
+        ):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / "queues" / old.site / old.user / jobs.queue_entry(old))
         if is_q and (not was_q or old is None or jobs.queue_entry(old) != jobs.queue_entry(new)):
@@ -282,7 +282,11 @@ class YamlJobStore:
                 calc = self.read(calc_id)
             except NotFound:
                 calc = None
-            if calc is None or calc.state is not CalcState.QUEUED or jobs.queue_entry(calc) != entry:
+            if (
+                calc is None
+                or calc.state is not CalcState.QUEUED
+                or jobs.queue_entry(calc) != entry
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(qdir / entry)  # stale marker (e.g. left by a crash)
                 continue
@@ -323,7 +327,9 @@ class YamlJobStore:
                 self._note_poller(calc.site, calc.lease.poller)
             now = time.time()
             expires = now + self._policy(calc.site).lease_seconds
-            new = jobs.heartbeat(calc, lease_id=lease_id, expires=expires, progress=progress, now=now)
+            new = jobs.heartbeat(
+                calc, lease_id=lease_id, expires=expires, progress=progress, now=now
+            )
             return self.save(calc, new)
 
     def finish(

@@ -138,7 +138,9 @@ class FileTransfers:
                     f"{kind[:-1]} {name!r}: sha256 of the received bytes is {digest}, not "
                     f"{entry.sha256}; the upload was discarded, send it again from offset 0"
                 )
-        calc = self._commit(calc_id, kind, name, received, final if received == entry.size else None, part)
+        calc = self._commit(
+            calc_id, kind, name, received, final if received == entry.size else None, part
+        )
         if truncated:
             raise BadRequest(
                 f"{kind[:-1]} {name!r}: the body ended after {written} of {length} bytes; "

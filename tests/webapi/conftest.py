@@ -108,7 +108,9 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _make_tls(tmp_path_factory.mktemp("tls"))
 
 
-def _prepare(base: Path, tls: tuple[Path, Path], overrides: dict[str, Any]) -> tuple[Path, dict[str, str]]:
+def _prepare(
+    base: Path, tls: tuple[Path, Path], overrides: dict[str, Any]
+) -> tuple[Path, dict[str, str]]:
     """Write config + users (or reuse those of an earlier server in `base`)."""
     base.mkdir(parents=True, exist_ok=True)
     config_path, tokens_path = base / "config.yml", base / "tokens.json"
@@ -192,7 +194,7 @@ def _start_subprocess(
 ) -> RunningServer:
     offset = log_path.stat().st_size if log_path.exists() else 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+    proc = subprocess.Popen(
         [sys.executable, "-m", "webapi.cli", "serve", "--config", str(config_path), "--verbose"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
