@@ -101,12 +101,17 @@ class LocalExecutor:
         child = self._children.get(pid)
         if child is not None:
             return child.poll() is None
-        # Not our child (the poller restarted): make sure the pid is still our wrapper.
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return str(wd.exit_file).encode() in cmdline
+        # Not our child (the poller restarted): make sure the pid is still our wrapper. Right
+        # after fork the cmdline is still the parent's, so look again briefly before deciding.
+        for _ in range(5):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                return False
+            if str(wd.exit_file).encode() in cmdline:
+                return True
+            time.sleep(0.05)
+        return False
 
     def poll(self, wd: WorkDir, started: Started) -> Outcome | None:
         if started.pid is None:
@@ -114,8 +119,11 @@ class LocalExecutor:
         alive = self._alive(wd, started.pid)
         outcome = read_exit_file(wd.exit_file)
         if outcome is not None:
-            if not alive:
-                self._children.pop(started.pid, None)
+            child = self._children.pop(started.pid, None)
+            if child is not None:
+                # The wrapper exits right after writing the exit file; reap it.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
             return outcome
         if alive:
             return None

@@ -56,7 +56,7 @@ def test_good_config(tmp_path: Path) -> None:
 def test_bad_config_says_why(change: dict[str, object], message: str) -> None:
     data: dict[str, object] = {"site": "s", "url": "http://127.0.0.1:1", "token_file": "/t"}
     data.update(change)
-    with pytest.raises(ConfigError, match="poller.yml") as err:
+    with pytest.raises(ConfigError, match=r"poller\.yml") as err:
         parse_config(data, source="poller.yml")
     assert message in str(err.value)
 
@@ -74,7 +74,7 @@ def test_parse_retry() -> None:
     assert parse_retry("retry:5,60") == Retry(5, 60.0)
     assert parse_retry("retry:2,0.5") == Retry(2, 0.5)
     for bad in ("retry:5", "retry:x,1", "retry:0,1", "5;60"):
-        with pytest.raises(ConfigError, match="retry:N,INTERVAL|N must be"):
+        with pytest.raises(ConfigError, match=r"retry:N,INTERVAL|N must be"):
             parse_retry(bad)
 
 
