@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import secrets
@@ -241,6 +242,8 @@ class YamlJobStore:
                 f"{kind[:-1]} {name!r} of calc {calc_id} is not fully uploaded "
                 f"({entry.received} of {entry.size} bytes)"
             )
+        if entry.size == 0:  # declared empty: never uploaded, nothing on disk
+            return io.BytesIO(b""), 0
         path = safe_join(self.calc_dir(calc_id), f"{kind}/{name}")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -69,6 +69,14 @@ class FileTransfers:
         with store.lock():
             calc = store.load(calc_id)
             entry = _entry(calc, kind, name)
+            if entry.complete:
+                # A retry after a lost answer: the file is already in place.
+                if offset == entry.size and not length:
+                    return calc, entry
+                raise OffsetMismatch(
+                    f"{kind[:-1]} {name!r} is already complete ({entry.size} bytes)",
+                    offset=entry.size,
+                )
             _check_writable(calc, kind, lease_id)
             if offset != entry.received:
                 raise OffsetMismatch(
