@@ -147,21 +147,24 @@ class Poller:
         handled = False
         for record in self.state.pending():
             log.info("resuming %s from phase %s", record.calc_id, record.phase)
-            handled = self.process(record) or handled
+            handled = self.process(record, resumed=True) or handled
         return handled
 
     # -- one calc ---------------------------------------------------------------------------
-    def process(self, record: CalcRecord) -> bool:
-        """Drive one calc to DONE or DROPPED (or raise TransportError with the state saved)."""
+    def process(self, record: CalcRecord, *, resumed: bool = False) -> bool:
+        """Drive one calc to DONE or DROPPED (or raise TransportError with the state saved).
+
+        Returns False when a resumed calc was left for a later re-claim (see `_lease_gone`).
+        """
         beat = Heartbeat(
             Transport(dataclasses.replace(self._settings, read_timeout=20.0, retries=2)),
             record.calc_id, record.lease_id, record.heartbeat, self._progress(record),
         )  # fmt: skip
         try:
-            if record.phase is not Phase.EXITED:
-                beat.beat()  # a resumed calc: is the lease still ours?
+            if resumed and record.phase is not Phase.EXITED:
+                beat.beat()  # is the lease still ours?
                 if beat.should_stop:
-                    return self._drop(record, beat.reason)
+                    return self._lease_gone(record, beat.reason)
             beat.start()
             if record.phase is Phase.CLAIMED:
                 record = self._prepare_and_start(record)
@@ -170,10 +173,26 @@ class Poller:
             if record.phase is Phase.EXITED:
                 record = self._send_outcome(record)
         except (Conflict, NotFound, Forbidden) as exc:
-            self._drop(record, exc.message)
+            return self._lease_gone(record, exc.message)
         finally:
             beat.stop()
         return True
+
+    def _lease_gone(self, record: CalcRecord, reason: str) -> bool:
+        """Our lease is gone. If the server put the calc back in the queue while we still hold a
+        running program or a recorded outcome, keep them: the next claim of that calc re-attaches
+        instead of running it again. Otherwise (cancelled, finished, deleted) stop and drop."""
+        current = self.state.load(record.calc_id) or record
+        try:
+            _, calc = self.api.call("GET", f"/api/v1/calcs/{record.calc_id}")
+            state = str(calc.get("state")) if isinstance(calc, dict) else ""
+        except ApiError:
+            state = ""
+        if state in ("queued", "running") and current.phase in (Phase.RUNNING, Phase.EXITED):
+            log.info("%s: lease lost (%s) but the calc is %s; kept for re-claim",
+                     record.calc_id, reason, state)  # fmt: skip
+            return False
+        return self._drop(current, reason)
 
     def _progress(self, record: CalcRecord) -> Any:
         def progress() -> str | None:
@@ -314,7 +333,11 @@ class Poller:
         for entry in record.results:
             if entry.name in record.uploaded:
                 continue
-            self.api.upload(f"{base}/results/{quote_name(entry.name)}", safe_join(cwd, entry.name))
+            self.api.upload(
+                f"{base}/results/{quote_name(entry.name)}",
+                safe_join(cwd, entry.name),
+                params={"lease": record.lease_id},
+            )
             record = self.state.save(record.with_(uploaded=(*record.uploaded, entry.name)))
         log.info("%s: outcome delivered (exit code %s)", record.calc_id, record.exit_code)
         return self.state.save(record.with_(phase=Phase.DONE))

@@ -197,7 +197,9 @@ class Transport:
             except ValueError:
                 raise TransportError(f"{method} {path}: the server answered non-JSON") from None
 
-    def upload(self, path: str, src: Path, *, offset: int = 0) -> Any:
+    def upload(
+        self, path: str, src: Path, *, offset: int = 0, params: Mapping[str, str] | None = None
+    ) -> Any:
         """Stream `src` from `offset` with PUT …?offset=N; on offset_mismatch resume where the
         server stands. Returns the server's JSON answer ({"name","received","complete"})."""
         size = src.stat().st_size
@@ -214,7 +216,7 @@ class Transport:
                     resp = self._send(
                         "PUT",
                         path,
-                        params={"offset": offset},
+                        params={**(params or {}), "offset": offset},
                         data=body,
                         headers={"Content-Type": "application/octet-stream"},
                         timeout=self._timeout(max(self.settings.read_timeout, 120.0)),
@@ -225,8 +227,9 @@ class Transport:
                     return resp.json() if resp.content else None
             except OffsetMismatch as exc:
                 log.info("upload %s: server holds %d bytes, resuming there", path, exc.offset)
-                if exc.offset == size and offset == size:
-                    raise
+                if exc.offset >= size:
+                    # The server already holds every byte (an earlier attempt got through).
+                    return {"name": src.name, "received": exc.offset, "complete": True}
                 offset = exc.offset
         raise TransportError(f"upload of {src.name}: the server's offset kept moving; try again")
 
