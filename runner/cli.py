@@ -56,11 +56,12 @@ def _step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reconnect-attempts", dest="reconnect_attempts", type=int,
                    help="reconnections after a lost connection (default 8)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="-- ARGS for the entry script")
+    p.set_defaults(args=[])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="extcomp-ssh", description=__doc__,
+    parser = _Parser(prog="extcomp-ssh", description=__doc__ + "\n\nArguments after `--` go to "
+                     "the entry script: extcomp-ssh run --host H --input f -- ARG...",
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
@@ -209,7 +210,18 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="extcomp-ssh: %(message)s", level=logging.WARNING)
     try:
-        ns = build_parser().parse_args(argv)
+        words = list(sys.argv[1:] if argv is None else argv)
+        # Everything after the first `--` is for the entry script, split off before argparse so
+        # that an optional positional (the step file) cannot swallow the first argument.
+        extra: list[str] = []
+        if "--" in words:
+            at = words.index("--")
+            words, extra = words[:at], words[at + 1 :]
+        ns = build_parser().parse_args(words)
+        if extra:
+            if ns.command not in ("run", "push"):
+                raise UsageError(f"extcomp-ssh {ns.command} takes no entry-script arguments")
+            ns.args = extra
         if ns.verbose:
             logging.getLogger().setLevel(logging.DEBUG if ns.verbose > 1 else logging.INFO)
         return COMMANDS[ns.command](ns, StepStore())

@@ -8,6 +8,7 @@ to a callback; failures come back as typed errors from runner.events.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import signal
@@ -91,12 +92,25 @@ def control_dir() -> Path:
     return path
 
 
-def ssh_args() -> str:
+def control_path(host: HostSpec) -> Path:
+    """One master connection per (host, port, user, key, known_hosts, inventory).
+
+    ssh's own %C token hashes host, port and user only: two steps to the same account with
+    different keys (say a gated and an unrestricted one) would share a connection, and the second
+    would silently run with the first one's key and restrictions.
+    """
+    identity = "\0".join(str(x) for x in (host.host, host.port, host.user, host.key,
+                                           host.known_hosts, host.inventory))
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return control_dir() / digest
+
+
+def ssh_args(host: HostSpec) -> str:
     """ssh options for Ansible's connection and, through the action plugin, for rsync."""
     opts = {
         "ControlMaster": "auto",
         "ControlPersist": "60s",
-        "ControlPath": str(control_dir() / "%C"),
+        "ControlPath": str(control_path(host)),
         "BatchMode": "yes",
         "StrictHostKeyChecking": "yes",
         "ServerAliveInterval": "15",
@@ -126,12 +140,12 @@ def inventory_for(host: HostSpec) -> tuple[dict[str, Any] | str, str | None]:
     return {"all": {"hosts": {INVENTORY_HOST: hostvars}}}, None
 
 
-def _envvars(private_dir: Path) -> dict[str, str]:
+def _envvars(private_dir: Path, host: HostSpec) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
         "ANSIBLE_CONFIG": str(resources.ansible_cfg()),
-        "ANSIBLE_SSH_ARGS": ssh_args(),
+        "ANSIBLE_SSH_ARGS": ssh_args(host),
         "ANSIBLE_TIMEOUT": str(CONNECT_TIMEOUT_S),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_USETTY": "False",
@@ -178,7 +192,7 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             limit=limit,
             extravars=extravars,
             tags=",".join(request.tags),
-            envvars=_envvars(request.private_dir),
+            envvars=_envvars(request.private_dir, request.host),
             event_handler=collector,
             cancel_callback=cancel.is_set,
             ident=request.ident,

@@ -82,9 +82,7 @@ def spec_from_args(ns: argparse.Namespace, *, need_results: bool = True) -> Step
             raise UsageError("no results dir: give --results DIR (or results: in the step file)")
         results = f"extcomp-results/{name}"
     timeout = pick("timeout", "timeout")
-    args = list(ns.args or []) if getattr(ns, "args", None) else list(data.get("args", []))
-    if args[:1] == ["--"]:
-        args = args[1:]
+    args = list(ns.args) if getattr(ns, "args", None) else list(data.get("args", []))
     return StepSpec(
         host=host,
         results_dir=Path(results).expanduser(),
