@@ -60,7 +60,8 @@ class PollerConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     retry: Retry = Retry()
     claim_wait: float = 50.0
-    http_retries: int = 5
+    # Quick urllib3 retries inside one attempt; the outer `retry` is the real patience.
+    http_retries: int = 2
     poller_id: str = ""
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
 
@@ -205,7 +206,7 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         state_dir=path("state_dir", DEFAULT_STATE_DIR) or DEFAULT_STATE_DIR,
         retry=retry,
         claim_wait=_number(data.get("claim_wait", 50), f"{source}: claim_wait"),
-        http_retries=_int(data.get("http_retries", 5), f"{source}: http_retries"),
+        http_retries=_int(data.get("http_retries", 2), f"{source}: http_retries"),
         poller_id=str(data.get("poller_id") or ""),
         commands=commands,
     )

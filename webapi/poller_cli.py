@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", type=Path, help="where the per-calc state files live")
     p.add_argument("--work-base", type=Path, help="where per-calc work dirs are made")
     p.add_argument("--ca-file", type=Path, help="CA bundle for the server's TLS certificate")
+    p.add_argument("--http-retries", type=int, metavar="N",
+                   help="quick HTTP retries inside one attempt (default 2)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -105,6 +107,7 @@ def config_from_args(args: argparse.Namespace) -> PollerConfig:
         state_dir=args.state_dir or config.state_dir,
         work_base=args.work_base or config.work_base,
         ca_file=args.ca_file or config.ca_file,
+        http_retries=config.http_retries if args.http_retries is None else args.http_retries,
     )
 
 
