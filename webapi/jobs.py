@@ -215,6 +215,8 @@ def record_input(calc: Calc, name: str, received: int, now: float) -> Calc:
     entry = calc.input(name)
     if not 0 <= received <= entry.size:
         raise BadRequest(f"input {name!r}: {received} bytes is beyond its size {entry.size}")
+    if received == entry.received:
+        return calc  # nothing new (e.g. a discarded upload that had nothing recorded)
     files = tuple(replace(f, received=received) if f.name == name else f for f in calc.inputs)
     return _maybe_queue(replace(calc, inputs=files, updated=now), now)
 
@@ -295,6 +297,8 @@ def record_result(calc: Calc, *, lease_id: str, name: str, received: int, now: f
     entry = calc.result(name)
     if not 0 <= received <= entry.size:
         raise BadRequest(f"result {name!r}: {received} bytes is beyond its size {entry.size}")
+    if received == entry.received:
+        return calc
     files = tuple(replace(f, received=received) if f.name == name else f for f in calc.results)
     return _maybe_complete(replace(calc, results=files, updated=now), now)
 
