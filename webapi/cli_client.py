@@ -40,6 +40,8 @@ def add_client_commands(subparsers: Any) -> None:
     common.add_argument("--token-file", type=Path, help="token file (env EXTCOMP_API_TOKEN_FILE)")
     common.add_argument("--ca-file", type=Path, help="CA bundle for TLS (env EXTCOMP_API_CA)")
     common.add_argument("--json", action="store_true", help="print JSON on stdout")
+    common.add_argument("--retries", type=int, default=5, metavar="N",
+                        help="HTTP retries on transient errors (default 5)")  # fmt: skip
 
     p = subparsers.add_parser(
         "submit", parents=[common], help="run a command on a site and fetch its results"
@@ -103,7 +105,13 @@ def _token(args: argparse.Namespace) -> str:
 
 def _client(args: argparse.Namespace, *, token: bool = True) -> Client:
     ca = args.ca_file or os.environ.get("EXTCOMP_API_CA")
-    return Client(_url(args), _token(args) if token else None, ca_file=Path(ca) if ca else None)
+    return Client(
+        _url(args),
+        _token(args) if token else None,
+        ca_file=Path(ca) if ca else None,
+        retries=args.retries,
+        patience=600.0 if args.retries else 0.0,
+    )
 
 
 def _print_json(data: Any) -> None:
