@@ -53,6 +53,8 @@ class Poller:
         self.state = StateDir(config.state_dir)
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()
+        # True while a calc is in hand; an idle poller (waiting in claim) may exit at once.
+        self.busy = False
         self._settings = TransportSettings(
             url=config.url,
             token=token,
@@ -166,6 +168,7 @@ class Poller:
                 if beat.should_stop:
                     return self._lease_gone(record, beat.reason)
             beat.start()
+            self.busy = True
             if record.phase is Phase.CLAIMED:
                 record = self._prepare_and_start(record)
             if record.phase is Phase.RUNNING:
@@ -175,6 +178,7 @@ class Poller:
         except (Conflict, NotFound, Forbidden) as exc:
             return self._lease_gone(record, exc.message)
         finally:
+            self.busy = False
             beat.stop()
         return True
 

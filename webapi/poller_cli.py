@@ -195,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if poller.stop_event.is_set():
             raise SystemExit(128 + signum)
+        if not poller.busy:
+            # Idle in a long-poll claim: nothing to lose (state is on disk), exit now.
+            log.info("stopping (signal %d)", signum)
+            raise SystemExit(0)
         log.info("stopping after the current step (signal %d); send again to exit now", signum)
         poller.stop()
 

@@ -1,0 +1,88 @@
+"""`extcomp-poller` arguments (positional form, --config merge, cleanup) and the demo."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webapi.errors import ConfigError
+from webapi.pollconfig import Retry
+from webapi.poller_cli import build_parser, config_from_args, main, resolve_token
+
+
+def parse(*argv: str) -> object:
+    return config_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_positional_form_with_token_warns(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = parse("site-a", "https://api:50443", "tok", "retry:4,30", "--allow", "sample=/opt/p")
+    assert cfg.site == "site-a" and cfg.url == "https://api:50443"  # type: ignore[attr-defined]
+    assert cfg.retry == Retry(4, 30.0)  # type: ignore[attr-defined]
+    assert cfg.commands["sample"].argv == ("/opt/p",)  # type: ignore[attr-defined]
+    assert "shows in `ps`" in caplog.text and "tok" not in caplog.text.replace("token", "")
+
+
+def test_positional_login_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXTCOMP_POLLER_USER", "alice")
+    cfg = parse("site-a", "https://api", "login")
+    assert cfg.login is not None and cfg.login.user == "alice"  # type: ignore[attr-defined]
+    assert cfg.retry == Retry(5, 60.0)  # type: ignore[attr-defined]
+    monkeypatch.delenv("EXTCOMP_POLLER_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(ConfigError, match="EXTCOMP_POLLER_PASSWORD"):
+        resolve_token(cfg)  # type: ignore[arg-type]
+
+
+def test_positional_overrides_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.yml"
+    data = {
+        "site": "x", "url": "https://old", "token_file": "tok",
+        "retry": {"count": 2, "interval": 1}, "commands": {"sample": ["/bin/prog"]},
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    cfg = parse("--config", str(path), "site-b", "https://new", "login")
+    assert (cfg.site, cfg.url) == ("site-b", "https://new")  # type: ignore[attr-defined]
+    assert cfg.retry == Retry(2, 1.0)  # type: ignore[attr-defined]
+    assert "sample" in cfg.commands  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["site-a", "https://api"],
+        ["site-a", "https://api", "t", "retry:x"],
+        ["site-a", "https://api", "t", "--allow", "noequals"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "extcomp-poller:" in err and "Traceback" not in err
+
+
+def test_cleanup_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = tmp_path / "c-old" / "work"
+    old.mkdir(parents=True)
+    past = time.time() - 40 * 86400
+    for p in (old, old.parent):
+        os.utime(p, (past, past))
+    (tmp_path / "c-new").mkdir()
+    assert main(["cleanup", "--work-base", str(tmp_path), "--older-than", "30"]) == 0
+    assert "removed 1 work dirs" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c-new"]
+    assert main(["cleanup"]) == 2
+
+
+def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from demo.webapi_demo import run
+
+    assert run(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "summary.txt" in out
+    summary = tmp_path / "webapi-demo" / "results" / "summary.txt"
+    assert summary.read_text().splitlines()[-1].split() == ["3", "11", "55", "total"]
