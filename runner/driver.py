@@ -84,6 +84,7 @@ class StepDriver:
             extravars=self.extravars(),
             private_dir=self.step_dir / "ansible",
             ident=f"run{self.record.runs:03d}",
+            ssh_retries=3 if self.record.connected else 0,
         )
         events = execute.PlayEvents(on_start=self._on_start, on_done=self._on_done)
         return execute.play(request, events)

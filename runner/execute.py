@@ -42,6 +42,9 @@ class PlayRequest:
     extravars: dict[str, Any]
     private_dir: Path
     ident: str
+    # ansible's own reconnects (rc 255, backoff 2**n - 1 s). Zero until the host was reached once:
+    # a wrong port, key or host key is a configuration error to report at once, not a blip.
+    ssh_retries: int = 3
 
 
 @dataclass
@@ -140,13 +143,14 @@ def inventory_for(host: HostSpec) -> tuple[dict[str, Any] | str, str | None]:
     return {"all": {"hosts": {INVENTORY_HOST: hostvars}}}, None
 
 
-def _envvars(private_dir: Path, host: HostSpec) -> dict[str, str]:
+def _envvars(private_dir: Path, host: HostSpec, ssh_retries: int) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     return {
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "/usr/bin:/bin")]),
         "ANSIBLE_CONFIG": str(resources.ansible_cfg()),
         "ANSIBLE_SSH_ARGS": ssh_args(host),
         "ANSIBLE_TIMEOUT": str(CONNECT_TIMEOUT_S),
+        "ANSIBLE_SSH_RETRIES": str(ssh_retries),
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_USETTY": "False",
         "ANSIBLE_NOCOLOR": "1",
@@ -192,7 +196,7 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             limit=limit,
             extravars=extravars,
             tags=",".join(request.tags),
-            envvars=_envvars(request.private_dir, request.host),
+            envvars=_envvars(request.private_dir, request.host, request.ssh_retries),
             event_handler=collector,
             cancel_callback=cancel.is_set,
             ident=request.ident,
