@@ -231,3 +231,12 @@ def test_cancel_and_requeue(tmp_path: Path) -> None:
     assert store.requeue(calc.id).state is CalcState.QUEUED
     assert store.list_calcs(user="alice", state=CalcState.QUEUED, site=None)[0].id == calc.id
     assert store.list_calcs(user="bob", state=None, site=None) == []
+
+
+def test_queued_calcs_expire(tmp_path: Path) -> None:
+    store = YamlJobStore(tmp_path, lambda _site: SitePolicy(queued_expiry_seconds=0))
+    calc = upload(store, new_calc(store))
+    assert store.reap() == 1
+    failed = store.get(calc.id)
+    assert failed.state is CalcState.FAILED and "expired in the queue" in (failed.reason or "")
+    assert os.listdir(tmp_path / "queues/site-a/alice") == []
