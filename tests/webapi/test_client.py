@@ -154,3 +154,20 @@ def test_wait_survives_server_restart(
     assert poller.join() == 0
     final = result["c"]
     assert getattr(final, "state", None) == "succeeded"
+
+
+def test_client_imports_without_server_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for n in ('bottle', 'cheroot', 'ansible', 'ansible_runner'): sys.modules[n] = None\n"
+        "import webapi.client, webapi.cli_client, webapi.transport, webapi.poller\n"
+        "from webapi import Client, Poller\n"
+        "import argparse\n"
+        "p = argparse.ArgumentParser(); webapi.cli_client.add_client_commands(p.add_subparsers())\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr

@@ -180,3 +180,20 @@ def test_large_file_round_trip(api_server: RunningServer, client: Client, tmp_pa
     assert out.stat().st_size == 64 << 20
     with out.open("rb") as fh:
         assert hashlib.file_digest(fh, "sha256").hexdigest() == digest.hexdigest()
+
+
+def test_time_limit_stops_program_and_cli_exits_124(
+    api_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("EXTCOMP_API_TOKEN", api_server.tokens["alice"])
+    monkeypatch.delenv("EXTCOMP_API_TOKEN_FILE", raising=False)
+    config = poller_config(api_server, tmp_path, commands={"sleep": {"argv": SLEEP, "timeout": 30}})
+    poller = PollerThread(config).start()
+    code = client_main(["submit", "--url", api_server.url, "--ca-file", str(api_server.ca_file),
+                        "--site", "site-a", "--command", "sleep", "--timeout", "1",
+                        "--results", str(tmp_path / "r"), "--", "60"])  # fmt: skip
+    assert poller.join() == 0
+    err = capsys.readouterr().err
+    assert code == 124, err
+    assert "timed out after 1 s; the program was stopped" in err
