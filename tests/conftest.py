@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +14,19 @@ from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 
 
 @pytest.fixture(scope="session")
-def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    """One real sshd on 127.0.0.1:<free port> for the whole session, stopped by pid."""
-    host = start_sshd(tmp_path_factory.mktemp("sshd"))
+def ssh_host() -> Iterator[SshHost]:
+    """One real sshd on 127.0.0.1:<free port> for the whole session, stopped by pid.
+
+    Its files live in a dir of its own, not under pytest's basetemp: another pytest session on
+    the machine prunes old basetemps, and sshd re-reads its config and host key per connection.
+    """
+    root = Path(tempfile.mkdtemp(prefix="extcomp-sshd-"))
+    host = start_sshd(root / "host")
     try:
         yield host
     finally:
         stop_sshd(host)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
