@@ -73,6 +73,12 @@ class Poller:
     # -- loop -------------------------------------------------------------------------------
     def run(self, *, once: bool = False) -> int:
         """Serve until `stop()`; returns 0, or 254 (token refused) / 255 (server unreachable)."""
+        try:
+            return self._loop(once)
+        finally:
+            self.api.close()
+
+    def _loop(self, once: bool) -> int:
         failures = 0
         while not self.stop_event.is_set():
             try:

@@ -151,6 +151,7 @@ def test_wait_survives_server_restart(
     again = make_api_server(subprocess=True, base_dir=server.base_dir, port=port)
     poller = PollerThread(poller_config(again, tmp_path)).start()
     waiter.join(60)
+    client.close()
     assert poller.join() == 0
     final = result["c"]
     assert getattr(final, "state", None) == "succeeded"

@@ -19,6 +19,7 @@ from webapi.cli_client import main as client_main
 from webapi.client import Client
 from webapi.pollconfig import PollerConfig, parse_config
 from webapi.poller import Poller
+from webapi.pollstate import StateDir
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = [sys.executable, str(ROOT / "demo" / "sample_program.py")]
@@ -153,7 +154,7 @@ def test_cancel_reaches_running_program(
     assert time.monotonic() - started < 10  # heartbeat every 1 s in the fixture
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    record = Poller(config, "x").state.load(calc.id)
+    record = StateDir(config.state_dir).load(calc.id)
     assert record is not None and record.phase == "dropped"
 
 

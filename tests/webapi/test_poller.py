@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from tests.webapi.conftest import RunningServer
 from tests.webapi.test_e2e import PollerThread, poller_config, wait_for
 from webapi.client import Client
 from webapi.poller import Poller
-from webapi.pollstate import Phase
+from webapi.pollstate import Phase, StateDir
 
 # Run the poller with the server's dependencies made unimportable, as on an external host.
 BLOCKED = ("bottle", "cheroot", "ansible", "ansible_runner", "cryptography")
@@ -64,9 +65,10 @@ def write_config(server: RunningServer, tmp: Path, **over: Any) -> Path:
 
 
 @pytest.fixture
-def client(api_server: RunningServer) -> Client:
-    return Client(api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file,
-                  poll_interval=0.2)  # fmt: skip
+def client(api_server: RunningServer) -> Iterator[Client]:
+    with Client(api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file,
+                poll_interval=0.2) as c:  # fmt: skip
+        yield c
 
 
 @pytest.mark.slow
@@ -112,7 +114,7 @@ def test_crash_after_outcome_recorded_resends_not_reruns(
         m.setattr(threading, "excepthook", lambda args: None)
         calc = client.submit("site-a", "sample", [str(counter), "0"], [])
         PollerThread(config).start().thread.join(20)
-    record = Poller(config, "x").state.load(calc.id)
+    record = StateDir(config.state_dir).load(calc.id)
     assert record is not None and record.phase is Phase.EXITED and record.exit_code == 0
     assert PollerThread(config).start().join() == 0
     assert client.wait(calc.id, timeout=20).state == "succeeded"
