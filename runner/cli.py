@@ -44,34 +44,51 @@ def _step_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("step_file", nargs="?", help="YAML step file (flags override its keys)")
     _host_flags(p)
     p.add_argument("--name", help="step name, used in the step id (default: step)")
-    p.add_argument("--input", action="append", default=[], metavar="PATH",
-                   help="file or dir to push (repeat)")
+    p.add_argument(
+        "--input", action="append", default=[], metavar="PATH", help="file or dir to push (repeat)"
+    )
     p.add_argument("--results", metavar="DIR", help="local dir that receives the work dir")
     p.add_argument("--entry", help=f"entry script on the host (default {DEFAULT_ENTRY})")
     p.add_argument("--timeout", type=float, help="kill the remote program after this many s")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="rsync pattern not to pull back (repeat)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="rsync pattern not to pull back (repeat)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the remote work dir")
     p.add_argument("--force", action="store_true", help="replace a non-empty results dir")
-    p.add_argument("--reconnect-attempts", dest="reconnect_attempts", type=int,
-                   help="reconnections after a lost connection (default 8)")
+    p.add_argument(
+        "--reconnect-attempts",
+        dest="reconnect_attempts",
+        type=int,
+        help="reconnections after a lost connection (default 8)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(args=[])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="extcomp-ssh", description=__doc__ + "\n\nArguments after `--` go to "
-                     "the entry script: extcomp-ssh run --host H --input f -- ARG...",
-                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    parser = _Parser(
+        prog="extcomp-ssh",
+        description=__doc__ + "\n\nArguments after `--` go to "
+        "the entry script: extcomp-ssh run --host H --input f -- ARG...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _step_flags(sub.add_parser("run", help="run a whole step: push, run, pull, clean"))
     _step_flags(sub.add_parser("push", help="create the work dir and push inputs (prints the id)"))
-    for name, text in (("exec", "start the entry script of a pushed step and wait for it"),
-                       ("pull", "pull a step's work dir into its results dir"),
-                       ("clean", "remove a step's work dir from the host (stops its program)"),
-                       ("resume", "finish a step from its record, from where it stopped")):
+    for name, text in (
+        ("exec", "start the entry script of a pushed step and wait for it"),
+        ("pull", "pull a step's work dir into its results dir"),
+        ("clean", "remove a step's work dir from the host (stops its program)"),
+        ("resume", "finish a step from its record, from where it stopped"),
+    ):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("step_id")
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -138,16 +155,21 @@ def _cmd_push(ns: argparse.Namespace, store: StepStore) -> int:
     spec = spec_from_args(ns, need_results=False)
     spec.validate()
     record = store.new(spec)
-    driver.run_part(record.step_id, (Phase.MKDIR, Phase.PUSH), store=store,
-                    progress=_progress(store, record.step_id))
+    driver.run_part(
+        record.step_id,
+        (Phase.MKDIR, Phase.PUSH),
+        store=store,
+        progress=_progress(store, record.step_id),
+    )
     print(json.dumps({"step_id": record.step_id}) if ns.json else record.step_id)
     return 0
 
 
 def _cmd_part(ns: argparse.Namespace, store: StepStore) -> int:
     phases = {"exec": (Phase.START, Phase.WAIT), "pull": (Phase.PULL,), "clean": (Phase.CLEAN,)}
-    record = driver.run_part(ns.step_id, phases[ns.command], store=store,
-                             progress=_progress(store, ns.step_id))
+    record = driver.run_part(
+        ns.step_id, phases[ns.command], store=store, progress=_progress(store, ns.step_id)
+    )
     view = _record_view(record)
     print(json.dumps(view) if ns.json else f"{ns.command}: done ({record.step_id})")
     if ns.command == "exec":
@@ -188,11 +210,22 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
         known_hosts=Path(ns.known_hosts).expanduser() if ns.known_hosts else None,
         inventory=Path(ns.inventory).expanduser() if ns.inventory else None,
     )
-    report = driver.check_host(host, helper=ns.helper or DEFAULT_HELPER, entry=ns.entry,
-                               remote_base=ns.remote_base, store=store)
+    report = driver.check_host(
+        host,
+        helper=ns.helper or DEFAULT_HELPER,
+        entry=ns.entry,
+        remote_base=ns.remote_base,
+        store=store,
+    )
     if ns.json:
-        print(json.dumps({"ok": report.ok, "checks": [
-            {"check": c, "ok": ok, "detail": d} for c, ok, d in report.lines]}))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in report.lines],
+                }
+            )
+        )
     else:
         for check, ok, detail in report.lines:
             print(f"{check:8} {'ok' if ok else 'FAIL':4}  {detail}")
@@ -201,8 +234,14 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
 
 
 COMMANDS = {
-    "run": _cmd_run, "push": _cmd_push, "exec": _cmd_part, "pull": _cmd_part,
-    "clean": _cmd_part, "resume": _cmd_resume, "status": _cmd_status, "list": _cmd_list,
+    "run": _cmd_run,
+    "push": _cmd_push,
+    "exec": _cmd_part,
+    "pull": _cmd_part,
+    "clean": _cmd_part,
+    "resume": _cmd_resume,
+    "status": _cmd_status,
+    "list": _cmd_list,
     "check": _cmd_check,
 }
 

@@ -102,8 +102,10 @@ def control_path(host: HostSpec) -> Path:
     different keys (say a gated and an unrestricted one) would share a connection, and the second
     would silently run with the first one's key and restrictions.
     """
-    identity = "\0".join(str(x) for x in (host.host, host.port, host.user, host.key,
-                                           host.known_hosts, host.inventory))
+    identity = "\0".join(
+        str(x)
+        for x in (host.host, host.port, host.user, host.key, host.known_hosts, host.inventory)
+    )
     digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
     return control_dir() / digest
 

@@ -12,10 +12,22 @@ import yaml
 from runner.errors import UsageError
 from runner.steps import DEFAULT_ENTRY, DEFAULT_HELPER, HostSpec, StepSpec
 
-_KEYS = {
-    "name": str, "host": str, "key": str, "known_hosts": str, "inventory": str, "inputs": list,
-    "args": list, "entry": str, "helper": str, "remote_base": str, "timeout": (int, float),
-    "exclude": list, "results": str, "keep_remote": bool, "reconnect_attempts": int,
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "host": str,
+    "key": str,
+    "known_hosts": str,
+    "inventory": str,
+    "inputs": list,
+    "args": list,
+    "entry": str,
+    "helper": str,
+    "remote_base": str,
+    "timeout": (int, float),
+    "exclude": list,
+    "results": str,
+    "keep_remote": bool,
+    "reconnect_attempts": int,
 }
 
 
@@ -33,9 +45,9 @@ def load_step_file(path: Path) -> dict[str, Any]:
         kind = _KEYS.get(key)
         if kind is None:
             raise UsageError(f"step file {path}: unknown key {key!r} (known: {', '.join(_KEYS)})")
-        if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is not bool and isinstance(value, bool)) or not isinstance(value, kind):
             raise UsageError(f"step file {path}: {key!r} has the wrong type ({value!r})")
-        if kind is list and not all(isinstance(v, (str, int, float)) for v in value):
+        if isinstance(value, list) and not all(isinstance(v, (str, int, float)) for v in value):
             raise UsageError(f"step file {path}: {key!r} must be a list of strings")
     base = path.parent
     for key in ("key", "known_hosts", "inventory", "results"):
@@ -68,7 +80,9 @@ def spec_from_args(ns: argparse.Namespace, *, need_results: bool = True) -> Step
     host_text = pick("host", "host", "EXTCOMP_SSH_HOST")
     if not host_text:
         raise UsageError("no host: give --host (alias or user@host:port) or host: in a step file")
-    key, known, inv = (pick(f, f, f"EXTCOMP_SSH_{f.upper()}") for f in ("key", "known_hosts", "inventory"))
+    key, known, inv = (
+        pick(f, f, f"EXTCOMP_SSH_{f.upper()}") for f in ("key", "known_hosts", "inventory")
+    )
     host = HostSpec.parse(
         str(host_text),
         key=Path(key).expanduser() if key else None,

@@ -30,13 +30,20 @@ def test_runner_and_webapi_are_independent() -> None:
 
 
 def test_only_execute_imports_ansible_runner() -> None:
-    importers = [p.relative_to(ROOT).as_posix() for pkg in ("runner", "webapi")
-                 for p in modules(pkg)
-                 if any(n.split(".")[0] == "ansible_runner" for n in imports(p))]
+    importers = [
+        p.relative_to(ROOT).as_posix()
+        for pkg in ("runner", "webapi")
+        for p in modules(pkg)
+        if any(n.split(".")[0] == "ansible_runner" for n in imports(p))
+    ]
     assert importers == ["runner/execute.py"]
 
 
 def test_modules_stay_small() -> None:
-    big = [f"{p.relative_to(ROOT)} ({n})" for pkg in ("runner", "webapi") for p in modules(pkg)
-           if (n := len(p.read_text().splitlines())) > 400]
+    big = [
+        f"{p.relative_to(ROOT)} ({n})"
+        for pkg in ("runner", "webapi")
+        for p in modules(pkg)
+        if (n := len(p.read_text().splitlines())) > 400
+    ]
     assert not big, f"split these modules: {big}"

@@ -26,7 +26,9 @@ _PROGRESS_EVERY_S = 0.2
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("direction", "sources", "remote_dir", "dest", "exclude", "progress_file"))
+    _VALID_ARGS = frozenset(
+        ("direction", "sources", "remote_dir", "dest", "exclude", "progress_file")
+    )
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -36,8 +38,15 @@ class ActionModule(ActionBase):
         if direction not in ("push", "pull") or not remote_dir:
             raise AnsibleActionFail("extcomp_rsync needs direction push|pull and remote_dir")
         remote = f"{self._remote_host()}:{remote_dir.rstrip('/')}/"
-        argv = ["rsync", "-a", "--stats", "--info=progress2", "--no-inc-recursive",
-                "-e", shlex.join(self._ssh_command())]
+        argv = [
+            "rsync",
+            "-a",
+            "--stats",
+            "--info=progress2",
+            "--no-inc-recursive",
+            "-e",
+            shlex.join(self._ssh_command()),
+        ]
         for pattern in args.get("exclude") or []:
             argv += ["--exclude", str(pattern)]
         if direction == "push":
@@ -95,8 +104,9 @@ class ActionModule(ActionBase):
         return cmd
 
     def _run_rsync(self, argv, progress_file, direction):
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         out = bytearray()
         last = 0.0
         # rsync's progress2 line is rewritten with \r; split on both \r and \n.

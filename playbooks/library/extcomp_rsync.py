@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Documentation of the extcomp_rsync action (the work is done by action_plugins/extcomp_rsync.py)."""
+"""Documentation of the extcomp_rsync action; action_plugins/extcomp_rsync.py does the work."""
 
 DOCUMENTATION = r"""
 module: extcomp_rsync

@@ -15,14 +15,28 @@ from tests.fixtures.sshd import SshHost
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd, env={**os.environ, "COLUMNS": "100"})
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "100"},
+    )
 
 
 def host_flags(ssh_host: SshHost, gated: bool = True) -> list[str]:
     key = ssh_host.gated_key if gated else ssh_host.key
-    return ["--key", str(key), "--known-hosts", str(ssh_host.known_hosts),
-            "--helper", ssh_host.helper, "--remote-base", str(ssh_host.base)]
+    return [
+        "--key",
+        str(key),
+        "--known-hosts",
+        str(ssh_host.known_hosts),
+        "--helper",
+        ssh_host.helper,
+        "--remote-base",
+        str(ssh_host.base),
+    ]
 
 
 def test_help_lists_commands_and_exit_codes() -> None:
@@ -35,10 +49,16 @@ def test_help_lists_commands_and_exit_codes() -> None:
 def test_step_file_run_with_json(ssh_host: SshHost, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("one two\n")
     step = {
-        "name": "sample", "host": ssh_host.target, "key": str(ssh_host.gated_key),
-        "known_hosts": str(ssh_host.known_hosts), "helper": ssh_host.helper,
-        "remote_base": str(ssh_host.base), "inputs": ["in.txt"], "results": "out",
-        "entry": "execute_remote-side_program_ssh.sh", "args": ["--flag", "value"],
+        "name": "sample",
+        "host": ssh_host.target,
+        "key": str(ssh_host.gated_key),
+        "known_hosts": str(ssh_host.known_hosts),
+        "helper": ssh_host.helper,
+        "remote_base": str(ssh_host.base),
+        "inputs": ["in.txt"],
+        "results": "out",
+        "entry": "execute_remote-side_program_ssh.sh",
+        "args": ["--flag", "value"],
     }
     (tmp_path / "step.yml").write_text(yaml.safe_dump(step))
     out = run_cli("run", str(tmp_path / "step.yml"), "--json", cwd=tmp_path)
@@ -47,8 +67,18 @@ def test_step_file_run_with_json(ssh_host: SshHost, tmp_path: Path) -> None:
     assert result["outcome"] == "succeeded" and result["step_id"].startswith("sample-")
     assert (tmp_path / "out" / "summary.txt").read_text().startswith("in.txt\t1 lines")
     # Flags win over the file; args after -- replace the file's args.
-    out = run_cli("run", str(tmp_path / "step.yml"), "--results", str(tmp_path / "o2"),
-                  "--entry", "test_entry.sh", "--", "exit", "9", cwd=tmp_path)
+    out = run_cli(
+        "run",
+        str(tmp_path / "step.yml"),
+        "--results",
+        str(tmp_path / "o2"),
+        "--entry",
+        "test_entry.sh",
+        "--",
+        "exit",
+        "9",
+        cwd=tmp_path,
+    )
     assert out.returncode == 9
     assert "step sample-" in out.stderr and "rc=9" in out.stderr
     listing = json.loads(run_cli("list", "--json").stdout)
@@ -60,8 +90,20 @@ def test_step_file_run_with_json(ssh_host: SshHost, tmp_path: Path) -> None:
 def test_parts_push_exec_pull_clean(ssh_host: SshHost, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("data\n")
     common = [*host_flags(ssh_host), "--host", ssh_host.target, "--entry", "test_entry.sh"]
-    out = run_cli("push", *common, "--input", str(tmp_path / "in.txt"),
-                  "--results", str(tmp_path / "r"), "--", "copy", "in.txt", "out.txt", "exit", "2")
+    out = run_cli(
+        "push",
+        *common,
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--results",
+        str(tmp_path / "r"),
+        "--",
+        "copy",
+        "in.txt",
+        "out.txt",
+        "exit",
+        "2",
+    )
     assert out.returncode == 0, out.stderr
     step_id = out.stdout.strip()
     assert run_cli("exec", step_id).returncode == 2
@@ -77,24 +119,34 @@ def test_check_gives_a_verdict(ssh_host: SshHost) -> None:
     good = run_cli("check", ssh_host.target, *host_flags(ssh_host), "--entry", "test_entry.sh")
     assert good.returncode == 0, good.stdout + good.stderr
     lines = good.stdout.splitlines()
-    assert [ln.split()[0] for ln in lines] == ["connect", "helper", "rsync", "entry", "base",
-                                              "verdict"]
+    assert [ln.split()[0] for ln in lines] == [
+        "connect",
+        "helper",
+        "rsync",
+        "entry",
+        "base",
+        "verdict",
+    ]
     assert lines[-1] == "verdict  ready"
-    bad = run_cli("check", ssh_host.target, *host_flags(ssh_host), "--entry", "noexec_entry.sh",
-                  "--json")
+    bad = run_cli(
+        "check", ssh_host.target, *host_flags(ssh_host), "--entry", "noexec_entry.sh", "--json"
+    )
     assert bad.returncode == 1
     checks = {c["check"]: c for c in json.loads(bad.stdout)["checks"]}
     assert checks["entry"]["ok"] is False and "not executable" in checks["entry"]["detail"]
 
 
-@pytest.mark.parametrize(("args", "text"), [
-    (["run", "--results", "x"], "no host"),
-    (["run", "--host", "h", "--bogus"], "unrecognized arguments"),
-    (["run", "/nonexistent/step.yml"], "does not exist"),
-    (["resume", "no-such-step"], "no step"),
-    (["status", "../etc"], "bad step id"),
-    (["exec", "x", "--", "arg"], "takes no entry-script arguments"),
-])
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["run", "--results", "x"], "no host"),
+        (["run", "--host", "h", "--bogus"], "unrecognized arguments"),
+        (["run", "/nonexistent/step.yml"], "does not exist"),
+        (["resume", "no-such-step"], "no step"),
+        (["status", "../etc"], "bad step id"),
+        (["exec", "x", "--", "arg"], "takes no entry-script arguments"),
+    ],
+)
 def test_usage_errors_are_one_clear_line(args: list[str], text: str) -> None:
     out = run_cli(*args)
     assert out.returncode == 2

@@ -23,7 +23,7 @@ from runner.errors import (
 from runner.record import StepStore
 from runner.steps import HostSpec, Outcome
 from tests.fixtures.sshd import SshHost, free_port
-from tests.runner.conftest import SpecFactory, write
+from tests.runner.conftest import SpecFactory
 
 
 def expect(error: type[StepError], code: int, spec: object, text: str) -> StepError:
@@ -50,14 +50,17 @@ def test_auth_refused(make_spec: SpecFactory, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("known", ["empty", "other key"])
-def test_host_key_not_pinned_or_changed(make_spec: SpecFactory, tmp_path: Path,
-                                        ssh_host: SshHost, known: str) -> None:
+def test_host_key_not_pinned_or_changed(
+    make_spec: SpecFactory, tmp_path: Path, ssh_host: SshHost, known: str
+) -> None:
     kh = tmp_path / "known_hosts"
     if known == "empty":
         kh.write_text("")
     else:
         other = tmp_path / "other"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True
+        )
         kind, key = (other.with_suffix(".pub")).read_text().split()[:2]
         kh.write_text(f"[127.0.0.1]:{ssh_host.port} {kind} {key}\n")
     spec = make_spec()
@@ -66,11 +69,14 @@ def test_host_key_not_pinned_or_changed(make_spec: SpecFactory, tmp_path: Path,
 
 
 def test_helper_missing(ssh_host: SshHost, tmp_path: Path) -> None:
-    from tests.runner.conftest import host_spec
     from runner.steps import StepSpec
+    from tests.runner.conftest import host_spec
 
-    spec = StepSpec(host=host_spec(ssh_host, "plain"), results_dir=tmp_path / "r",
-                    helper="/nonexistent/extcomp-remote")
+    spec = StepSpec(
+        host=host_spec(ssh_host, "plain"),
+        results_dir=tmp_path / "r",
+        helper="/nonexistent/extcomp-remote",
+    )
     expect(RemoteMissing, 127, spec, "helper is not installed")
 
 
@@ -96,8 +102,9 @@ def tiny_base(is_root: bool, tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "tiny"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True
+    )
     try:
         yield mount
     finally:
@@ -106,14 +113,19 @@ def tiny_base(is_root: bool, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.root
 def test_remote_disk_full(ssh_host: SshHost, tiny_base: Path, tmp_path: Path) -> None:
-    from tests.runner.conftest import host_spec
     from runner.steps import StepSpec
+    from tests.runner.conftest import host_spec
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(4 << 20))
-    spec = StepSpec(host=host_spec(ssh_host, "plain"), results_dir=tmp_path / "r",
-                    inputs=(big,), entry="test_entry.sh", helper=ssh_host.helper,
-                    remote_base=str(tiny_base))
+    spec = StepSpec(
+        host=host_spec(ssh_host, "plain"),
+        results_dir=tmp_path / "r",
+        inputs=(big,),
+        entry="test_entry.sh",
+        helper=ssh_host.helper,
+        remote_base=str(tiny_base),
+    )
     err = expect(TransferError, 251, spec, "disk is full")
     assert "push" in err.reason
     assert not spec.results_dir.exists()

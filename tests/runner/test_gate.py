@@ -15,13 +15,23 @@ from tests.fixtures.sshd import SshHost
 REFUSED = 77
 
 
-def gated(ssh_host: SshHost, *command: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def gated(
+    ssh_host: SshHost, *command: str, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     return ssh_host.ssh(*command, key=ssh_host.gated_key, extra=extra)
 
 
-@pytest.mark.parametrize("command", [("id",), ("sh", "-c", "id"), ("cat", "/etc/passwd"),
-                                     ("extcomp-remote", "--site-dir", "/", "version"),
-                                     ("extcomp-remote", "version;id"), ("rsync", "--version")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("id",),
+        ("sh", "-c", "id"),
+        ("cat", "/etc/passwd"),
+        ("extcomp-remote", "--site-dir", "/", "version"),
+        ("extcomp-remote", "version;id"),
+        ("rsync", "--version"),
+    ],
+)
 def test_arbitrary_commands_are_refused(ssh_host: SshHost, command: tuple[str, ...]) -> None:
     proc = gated(ssh_host, *command)
     assert proc.returncode == REFUSED
@@ -31,8 +41,16 @@ def test_arbitrary_commands_are_refused(ssh_host: SshHost, command: tuple[str, .
 
 def test_a_shell_is_refused(ssh_host: SshHost) -> None:
     proc = subprocess.run(
-        ["ssh", *ssh_host.ssh_options(ssh_host.gated_key), "-tt", f"{ssh_host.user}@{ssh_host.host}"],
-        input="id\nexit\n", capture_output=True, text=True, timeout=30,
+        [
+            "ssh",
+            *ssh_host.ssh_options(ssh_host.gated_key),
+            "-tt",
+            f"{ssh_host.user}@{ssh_host.host}",
+        ],
+        input="id\nexit\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode != 0
     assert "uid=" not in proc.stdout
@@ -44,9 +62,17 @@ def test_port_forwarding_is_refused(ssh_host: SshHost) -> None:
         local = s.getsockname()[1]
     # -L: the tunnel would lead to the test sshd itself; through it we would read its banner.
     tunnel = subprocess.Popen(
-        ["ssh", *ssh_host.ssh_options(ssh_host.gated_key), "-N",
-         "-L", f"{local}:127.0.0.1:{ssh_host.port}", f"{ssh_host.user}@{ssh_host.host}"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "ssh",
+            *ssh_host.ssh_options(ssh_host.gated_key),
+            "-N",
+            "-L",
+            f"{local}:127.0.0.1:{ssh_host.port}",
+            f"{ssh_host.user}@{ssh_host.host}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         banner = b""
@@ -67,8 +93,12 @@ def test_port_forwarding_is_refused(ssh_host: SshHost) -> None:
         tunnel.terminate()
         tunnel.wait(timeout=10)
     # -R with ExitOnForwardFailure: the server's refusal ends ssh with an error.
-    proc = gated(ssh_host, "extcomp-remote", "version",
-                 extra=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22"))
+    proc = gated(
+        ssh_host,
+        "extcomp-remote",
+        "version",
+        extra=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22"),
+    )
     assert proc.returncode != 0
     assert "forwarding" in proc.stderr.lower()
 
@@ -87,16 +117,22 @@ def test_another_base_is_refused(ssh_host: SshHost) -> None:
 
 def _rsync(ssh_host: SshHost, *args: str) -> subprocess.CompletedProcess[str]:
     ssh = " ".join(ssh_host.ssh_options(ssh_host.gated_key))
-    return subprocess.run(["rsync", "-a", "-e", f"ssh {ssh}", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        ["rsync", "-a", "-e", f"ssh {ssh}", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_rsync_is_confined_to_existing_work_dirs(ssh_host: SshHost, tmp_path: Path) -> None:
     src = tmp_path / "f.txt"
     src.write_text("payload")
     remote = f"{ssh_host.user}@{ssh_host.host}"
-    outside = [f"{remote}:/tmp/", f"{remote}:../", f"{remote}:{ssh_host.base}/",
-               f"{remote}:{uuid.uuid4()}/", f"{remote}:not-a-work-dir/"]
+    outside = [
+        f"{remote}:/tmp/",
+        f"{remote}:../",
+        f"{remote}:{ssh_host.base}/",
+        f"{remote}:{uuid.uuid4()}/",
+        f"{remote}:not-a-work-dir/",
+    ]
     for dest in outside:
         proc = _rsync(ssh_host, str(src), dest)
         assert proc.returncode != 0, dest

@@ -26,8 +26,15 @@ def test_only_raw_set_fact_and_the_rsync_action_are_used() -> None:
     """No module ships Python to the host; every command is an allow-listable helper verb."""
     allowed = {"ansible.builtin.raw", "ansible.builtin.set_fact", "extcomp_rsync"}
     for task in tasks():
-        used = set(task) & (allowed | {"ansible.builtin.command", "ansible.builtin.shell",
-                                       "ansible.builtin.copy", "ansible.builtin.script"})
+        used = set(task) & (
+            allowed
+            | {
+                "ansible.builtin.command",
+                "ansible.builtin.shell",
+                "ansible.builtin.copy",
+                "ansible.builtin.script",
+            }
+        )
         assert used and used <= allowed, task["name"]
         raw = task.get("ansible.builtin.raw")
         if raw is not None:

@@ -26,12 +26,19 @@ def host(tmp_path: Path) -> tuple[Path, Path]:
     return site, base
 
 
-def helper(host: tuple[Path, Path], *args: str, env: dict[str, str] | None = None,
-           ) -> subprocess.CompletedProcess[str]:
+def helper(
+    host: tuple[Path, Path],
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     site, base = host
-    return subprocess.run([sys.executable, HELPER, "--base", str(base), "--site-dir", str(site),
-                           *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, HELPER, "--base", str(base), "--site-dir", str(site), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def answer(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
@@ -46,8 +53,9 @@ def test_lifecycle_and_idempotence(host: tuple[Path, Path]) -> None:
     assert answer(helper(host, "mkdir", work))["created"] is False  # retried mkdir is fine
     assert (Path(str(first["dir"])).stat().st_mode & 0o777) == 0o700
     assert answer(helper(host, "status", work))["state"] == "created"
-    started = answer(helper(host, "run", "--entry", "test_entry.sh", work, "--", "sleep", "0.3",
-                            "exit", "4"))
+    started = answer(
+        helper(host, "run", "--entry", "test_entry.sh", work, "--", "sleep", "0.3", "exit", "4")
+    )
     assert started["state"] in ("running", "exited")
     again = answer(helper(host, "run", "--entry", "test_entry.sh", work, "--", "exit", "0"))
     assert again["already_started"] is True, "a step never runs twice"
@@ -60,8 +68,11 @@ def test_lifecycle_and_idempotence(host: tuple[Path, Path]) -> None:
 def test_timeout_kills_the_program_group(host: tuple[Path, Path]) -> None:
     work = str(uuid.uuid4())
     answer(helper(host, "mkdir", work))
-    answer(helper(host, "run", "--entry", "test_entry.sh", "--timeout", "0.5", work, "--",
-                  "sleep", "30"))
+    answer(
+        helper(
+            host, "run", "--entry", "test_entry.sh", "--timeout", "0.5", work, "--", "sleep", "30"
+        )
+    )
     done = answer(helper(host, "wait", work, "--max", "20"))
     assert done["state"] == "timeout"
     assert done["rc"] == 128 + 15
@@ -74,9 +85,14 @@ def test_kill_verb_stops_a_running_program(host: tuple[Path, Path]) -> None:
     assert answer(helper(host, "kill", work))["state"] == "killed"
 
 
-@pytest.mark.parametrize(("entry", "code", "text"), [
-    ("nope.sh", 127, "not found"), ("noexec_entry.sh", 126, "not executable"),
-    ("../etc/passwd", 64, "bare file name")])
+@pytest.mark.parametrize(
+    ("entry", "code", "text"),
+    [
+        ("nope.sh", 127, "not found"),
+        ("noexec_entry.sh", 126, "not executable"),
+        ("../etc/passwd", 64, "bare file name"),
+    ],
+)
 def test_entry_script_problems(host: tuple[Path, Path], entry: str, code: int, text: str) -> None:
     work = str(uuid.uuid4())
     answer(helper(host, "mkdir", work))
@@ -109,14 +125,30 @@ def gate(host: tuple[Path, Path], command: str | None) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k != "SSH_ORIGINAL_COMMAND"}
     if command is not None:
         env["SSH_ORIGINAL_COMMAND"] = command
-    return subprocess.run([sys.executable, HELPER, "--gate", "--base", str(base), "--site-dir",
-                           str(site)], capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run(
+        [sys.executable, HELPER, "--gate", "--base", str(base), "--site-dir", str(site)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
 
 
-@pytest.mark.parametrize("command", [None, "", "id", "extcomp-remote", "extcomp-remote rm -rf /",
-                                     "'unclosed", "rsync --server . /etc",
-                                     "rsync --server -a . ../../etc", "rsync --server -a . a b",
-                                     "extcomp-remote --base /etc mkdir x"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        None,
+        "",
+        "id",
+        "extcomp-remote",
+        "extcomp-remote rm -rf /",
+        "'unclosed",
+        "rsync --server . /etc",
+        "rsync --server -a . ../../etc",
+        "rsync --server -a . a b",
+        "extcomp-remote --base /etc mkdir x",
+    ],
+)
 def test_gate_refuses(host: tuple[Path, Path], command: str | None) -> None:
     proc = gate(host, command)
     assert proc.returncode == 77, (command, proc.stderr)

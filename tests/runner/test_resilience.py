@@ -1,7 +1,8 @@
-"""A step survives a broken connection, a killed controller and Ctrl-C (real sshd, real processes)."""
+"""A step survives a broken connection, a killed controller and Ctrl-C (real sshd, processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,6 @@ from runner.driver import run_step
 from runner.execute import control_path
 from runner.record import StepRecord, StepStore
 from runner.steps import Outcome
-from tests.fixtures.sshd import SshHost
 from tests.runner.conftest import SpecFactory
 
 pytestmark = pytest.mark.slow
@@ -93,22 +93,35 @@ def cli(*args: str) -> list[str]:
 
 def cli_args(spec) -> list[str]:  # type: ignore[no-untyped-def]
     host = spec.host
-    return ["--host", f"{host.user}@{host.host}:{host.port}", "--key", str(host.key),
-            "--known-hosts", str(host.known_hosts), "--helper", spec.helper,
-            "--remote-base", spec.remote_base, "--entry", spec.entry,
-            "--results", str(spec.results_dir)]
+    return [
+        "--host",
+        f"{host.user}@{host.host}:{host.port}",
+        "--key",
+        str(host.key),
+        "--known-hosts",
+        str(host.known_hosts),
+        "--helper",
+        spec.helper,
+        "--remote-base",
+        spec.remote_base,
+        "--entry",
+        spec.entry,
+        "--results",
+        str(spec.results_dir),
+    ]
 
 
 def test_resume_after_the_controller_was_killed(make_spec: SpecFactory) -> None:
     spec = make_spec()
-    proc = subprocess.Popen(cli("run", *cli_args(spec), "--", "sleep", "3", "write", "r.bin", "1",
-                                "exit", "7"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli("run", *cli_args(spec), "--", "sleep", "3", "write", "r.bin", "1", "exit", "7"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     record = wait_for(started_record, what="the program to start")
     for pid in [proc.pid, *children(proc.pid)]:  # the controller dies with all it started
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait()
     assert not spec.results_dir.exists()
     out = subprocess.run(cli("resume", record.step_id), capture_output=True, text=True, timeout=120)
@@ -120,8 +133,12 @@ def test_resume_after_the_controller_was_killed(make_spec: SpecFactory) -> None:
 
 def test_ctrl_c_is_clean_and_resumable(make_spec: SpecFactory) -> None:
     spec = make_spec()
-    proc = subprocess.Popen(cli("run", *cli_args(spec), "--", "sleep", "3", "touch", "done.txt"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli("run", *cli_args(spec), "--", "sleep", "3", "touch", "done.txt"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     record = wait_for(started_record, what="the program to start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -43,8 +43,9 @@ def test_dirs_and_files_in_and_the_whole_dir_out(make_spec: SpecFactory, tmp_pat
     write(tmp_path / "data" / "sub" / "b.txt", "B")
     single = write(tmp_path / "single.txt", "S")
     os.chmod(single, 0o640)
-    spec = make_spec("copy", "data", "copied", "write", "new.bin", "1",
-                     inputs=(tmp_path / "data/", single))
+    spec = make_spec(
+        "copy", "data", "copied", "write", "new.bin", "1", inputs=(tmp_path / "data/", single)
+    )
     result = run_step(spec)
     assert result.exit_code == 0
     out = spec.results_dir
@@ -89,11 +90,15 @@ def test_non_empty_results_dir_needs_force(make_spec: SpecFactory, ssh_host: Ssh
     assert set(ssh_host.base.iterdir()) == before, "nothing was sent to the host"
     run_step(make_spec("touch", "new.txt", force=True))
     assert sorted(p.name for p in spec.results_dir.iterdir()) == [
-        ".extcomp", "new.txt", "remote_program_exec.log"]
+        ".extcomp",
+        "new.txt",
+        "remote_program_exec.log",
+    ]
 
 
-def test_missing_input_is_a_usage_error_before_connecting(make_spec: SpecFactory,
-                                                          tmp_path: Path) -> None:
+def test_missing_input_is_a_usage_error_before_connecting(
+    make_spec: SpecFactory, tmp_path: Path
+) -> None:
     with pytest.raises(UsageError, match="does not exist") as info:
         run_step(make_spec(inputs=(tmp_path / "nope.txt",)))
     assert info.value.exit_code == 2
