@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runner import driver
 from runner.errors import EXIT_CODES, StepError, UsageError
+from runner.mint_exec import mint_spec
 from runner.progress import Progress
 from runner.record import StepRecord, StepStore
 from runner.stepfile import spec_from_args
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     ls = sub.add_parser("list", help="list recorded steps")
     ls.add_argument("--json", action="store_true")
+    me = sub.add_parser("mint-exec", help="the original MInt SSH sample's command line")
+    me.add_argument(
+        "words",
+        nargs="+",
+        metavar="KEY:VALUE",
+        help="client_name:HOST client_cmd:ENTRY client_files:F1,F2",
+    )
+    _host_flags(me, with_host=False)
+    me.add_argument("--timeout", type=float, help="kill the remote program after this many s")
     ck = sub.add_parser("check", help="can we connect; are the helper, rsync, entry script there")
     ck.add_argument("target", metavar="HOST", help="alias, host, user@host or user@host:port")
     _host_flags(ck, with_host=False)
@@ -233,6 +243,25 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_mint_exec(ns: argparse.Namespace, store: StepStore) -> int:
+    spec = mint_spec(
+        ns.words,
+        workdir=Path.cwd(),
+        key=Path(ns.key).expanduser() if ns.key else None,
+        known_hosts=Path(ns.known_hosts).expanduser() if ns.known_hosts else None,
+        helper=ns.helper,
+        remote_base=ns.remote_base,
+        timeout=ns.timeout,
+    )
+    try:
+        result = driver.run_step(spec, store=store, progress=Progress())
+    except StepError as exc:
+        print(f"extcomp-ssh: {exc.reason}", file=sys.stderr)
+        return 1  # the original sample's contract: 0 or 1
+    print(result.summary(), file=sys.stderr)
+    return 0 if result.exit_code == 0 else 1
+
+
 COMMANDS = {
     "run": _cmd_run,
     "push": _cmd_push,
@@ -243,6 +272,7 @@ COMMANDS = {
     "status": _cmd_status,
     "list": _cmd_list,
     "check": _cmd_check,
+    "mint-exec": _cmd_mint_exec,
 }
 
 

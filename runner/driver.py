@@ -39,6 +39,8 @@ BACKOFF_CAP_S = 60.0
 
 def partial_dir(spec: StepSpec, step_id: str) -> Path:
     """Where the pull lands until it is complete; a dot name so nobody takes it for results."""
+    if spec.merge_results:  # the target exists already and may be the only dir we may write
+        return spec.results_dir / f".extcomp-{step_id}.partial"
     return spec.results_dir.parent / f".{spec.results_dir.name}.{step_id}.partial"
 
 
@@ -69,6 +71,7 @@ class StepDriver:
             "step_progress_file": str(self.step_dir / "progress.json"),
             "step_rsync_dir": record.rsync_dir or "",
             "step_wait_slice": WAIT_SLICE_S,
+            "step_output_log": spec.output_log or "",
         }
 
     @property
@@ -154,6 +157,8 @@ class StepDriver:
             if target.is_dir() and Phase.PULL in self.record.phases_done:
                 return target  # finished on an earlier run
             raise RemoteError(f"nothing was pulled into {partial}")
+        if spec.merge_results:
+            return merge_into(partial, target)
         old = None
         if target.exists():
             if any(target.iterdir()) and not spec.force:
@@ -210,6 +215,20 @@ class StepDriver:
         self.store.save(self.record)
 
 
+def merge_into(partial: Path, target: Path) -> Path:
+    """Move each pulled top-level entry into target, replacing one of the same name."""
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(partial.iterdir()):
+        dest = target / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.replace(entry, dest)
+    partial.rmdir()
+    return target
+
+
 def _sleep_interruptibly(seconds: float) -> None:
     try:
         time.sleep(seconds)
@@ -219,6 +238,9 @@ def _sleep_interruptibly(seconds: float) -> None:
 
 def check_results_dir(spec: StepSpec) -> None:
     target = spec.results_dir
+    if spec.merge_results:
+        target.mkdir(parents=True, exist_ok=True)
+        return
     if target.exists() and not target.is_dir():
         raise UsageError(f"results path {target} exists and is not a dir")
     if target.is_dir() and any(target.iterdir()) and not spec.force:

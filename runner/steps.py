@@ -101,6 +101,10 @@ class StepSpec:
     force: bool = False
     name: str = "step"
     reconnect_attempts: int = 8
+    # The original MInt SSH sample's contract: the program's output in one file in the work dir,
+    # and the pulled files merged into an existing dir (the module's working dir).
+    output_log: str | None = None
+    merge_results: bool = False
 
     def validate(self) -> None:
         """Check everything that can be checked locally, before any connection is made."""
@@ -114,6 +118,8 @@ class StepSpec:
             raise UsageError(f"remote base {self.remote_base!r} must be an absolute path")
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError("timeout must be a positive number of seconds")
+        if self.output_log is not None and not _ENTRY_RE.match(self.output_log):
+            raise UsageError(f"bad output log name {self.output_log!r}: give a bare file name")
         if self.reconnect_attempts < 0:
             raise UsageError("reconnect attempts must be 0 or more")
         names: dict[str, Path] = {}
