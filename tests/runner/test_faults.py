@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +42,30 @@ def test_unreachable_host(make_spec: SpecFactory) -> None:
     host = replace(spec.host, port=free_port())  # nothing listens there
     err = expect(TransportError, 255, replace(spec, host=host), "cannot reach")
     assert "connection refused" in err.reason.lower()
+
+
+def test_wrong_port_with_another_service(make_spec: SpecFactory) -> None:
+    """Something else listens there (say a web server): ssh gets no SSH banner."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            for _ in range(8):
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
+        spec = make_spec()
+        err = expect(
+            TransportError, 255, replace(spec, host=replace(spec.host, port=port)), "cannot reach"
+        )
+    assert str(port) in err.reason
 
 
 def test_auth_refused(make_spec: SpecFactory, tmp_path: Path) -> None:
