@@ -26,17 +26,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 
 def host_flags(ssh_host: SshHost, gated: bool = True) -> list[str]:
-    key = ssh_host.gated_key if gated else ssh_host.key
-    return [
-        "--key",
-        str(key),
-        "--known-hosts",
-        str(ssh_host.known_hosts),
-        "--helper",
-        ssh_host.helper,
-        "--remote-base",
-        str(ssh_host.base),
-    ]
+    return ssh_host.cli_flags(gated=gated)
 
 
 def test_help_lists_commands_and_exit_codes() -> None:

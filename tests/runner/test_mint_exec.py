@@ -15,16 +15,7 @@ from tests.fixtures.sshd import SshHost
 
 
 def mint_exec(ssh_host: SshHost, cwd: Path, *words: str) -> subprocess.CompletedProcess[str]:
-    flags = [
-        "--key",
-        str(ssh_host.gated_key),
-        "--known-hosts",
-        str(ssh_host.known_hosts),
-        "--helper",
-        ssh_host.helper,
-        "--remote-base",
-        str(ssh_host.base),
-    ]
+    flags = ssh_host.cli_flags()
     return subprocess.run(
         [sys.executable, "-m", "runner.cli", "mint-exec", *words, *flags],
         cwd=cwd,
