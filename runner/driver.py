@@ -33,7 +33,8 @@ from runner.record import StepRecord, StepStore, spec_to_dict
 from runner.steps import PHASES, HostSpec, Outcome, Phase, StepResult, StepSpec
 
 log = logging.getLogger(__name__)
-WAIT_SLICE_S = 30
+WAIT_SLICE_S = 30  # one `wait` call blocks on the host up to this long
+START_WAIT_S = 5  # `run` itself waits this long, so a short program needs no `wait` call
 BACKOFF_CAP_S = 60.0
 
 
@@ -71,6 +72,7 @@ class StepDriver:
             "step_progress_file": str(self.step_dir / "progress.json"),
             "step_rsync_dir": record.rsync_dir or "",
             "step_wait_slice": WAIT_SLICE_S,
+            "step_start_wait": START_WAIT_S,
             "step_output_log": spec.output_log or "",
         }
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from runner.driver import run_step
 from runner.execute import control_path
 from runner.record import StepRecord, StepStore
 from runner.steps import Outcome
+from tests.fixtures.sshd import SshHost
 from tests.runner.conftest import SpecFactory
 
 pytestmark = pytest.mark.slow
@@ -32,9 +34,16 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):  # type: 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def started_record() -> StepRecord | None:
-    records = StepStore().list()
-    return records[0] if records and "start" in records[0].phases_done else None
+def running_on_host(ssh_host: SshHost) -> Callable[[], StepRecord | None]:
+    """A predicate: the step's program has been started on the host (seen on its disk)."""
+
+    def check() -> StepRecord | None:
+        records = StepStore().list()
+        if records and (ssh_host.base / records[0].work_id / ".extcomp" / "started.json").exists():
+            return records[0]
+        return None
+
+    return check
 
 
 def children(pid: int) -> list[int]:
@@ -69,12 +78,14 @@ def program_runs(results: Path) -> int:
     return (results / "remote_program_exec.log").read_text().count("test_entry: cwd=")
 
 
-def test_killing_the_controllers_ssh_does_not_kill_the_calculation(make_spec: SpecFactory) -> None:
+def test_killing_the_controllers_ssh_does_not_kill_the_calculation(
+    make_spec: SpecFactory, ssh_host: SshHost
+) -> None:
     spec = make_spec("sleep", "4", "write", "out.bin", "1", "exit", "5")
     box: dict[str, object] = {}
     worker = threading.Thread(target=lambda: box.update(result=run_step(spec)))
     worker.start()
-    wait_for(started_record, what="the program to start")
+    wait_for(running_on_host(ssh_host), what="the program to start")
     time.sleep(0.5)
     killed = ssh_processes(control_path(spec.host))
     assert killed, "the step's ssh connection should be up while it waits"
@@ -111,14 +122,14 @@ def cli_args(spec) -> list[str]:  # type: ignore[no-untyped-def]
     ]
 
 
-def test_resume_after_the_controller_was_killed(make_spec: SpecFactory) -> None:
+def test_resume_after_the_controller_was_killed(make_spec: SpecFactory, ssh_host: SshHost) -> None:
     spec = make_spec()
     proc = subprocess.Popen(
         cli("run", *cli_args(spec), "--", "sleep", "3", "write", "r.bin", "1", "exit", "7"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    record = wait_for(started_record, what="the program to start")
+    record = wait_for(running_on_host(ssh_host), what="the program to start")
     for pid in [proc.pid, *children(proc.pid)]:  # the controller dies with all it started
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -131,7 +142,7 @@ def test_resume_after_the_controller_was_killed(make_spec: SpecFactory) -> None:
     assert program_runs(spec.results_dir) == 1, "the program is never started twice"
 
 
-def test_ctrl_c_is_clean_and_resumable(make_spec: SpecFactory) -> None:
+def test_ctrl_c_is_clean_and_resumable(make_spec: SpecFactory, ssh_host: SshHost) -> None:
     spec = make_spec()
     proc = subprocess.Popen(
         cli("run", *cli_args(spec), "--", "sleep", "3", "touch", "done.txt"),
@@ -139,7 +150,7 @@ def test_ctrl_c_is_clean_and_resumable(make_spec: SpecFactory) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    record = wait_for(started_record, what="the program to start")
+    record = wait_for(running_on_host(ssh_host), what="the program to start")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
