@@ -12,6 +12,7 @@ from webapi.config import ConfigSource, ServerConfig
 from webapi.errors import BadRequest
 from webapi.http import Deps, json_error_handler, read_json, require_admin, route
 from webapi.jobs import Calc, CalcState
+from webapi.mint.register import register_mint_routes
 from webapi.openapi import openapi_document
 from webapi.routes_calcs import register_calc_routes
 from webapi.routes_poller import register_poller_routes
@@ -111,4 +112,7 @@ def create_app(store: JobStore, config_source: ConfigSource, auth: UserStore) ->
 
     register_calc_routes(app, deps, render_calc)
     register_poller_routes(app, deps, render_calc)
+    register_mint_routes(
+        app, deps
+    )  # the original MInt protocol, same store (docs/mint-migration.md)
     return app

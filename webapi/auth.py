@@ -20,6 +20,7 @@ from webapi.timefmt import format_ts, parse_ts
 
 USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TOKEN_PREFIX = "xc_"
+MINT_TOKEN_RE = re.compile(r"^[0-9a-fA-F]{64}$")  # a MInt user's static API token
 DEFAULT_LOGIN_DAYS = 30
 # scrypt parameters (RFC 7914 "interactive" level): ~16 MiB and a few tens of ms per check.
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 1 << 14, 8, 1
@@ -87,6 +88,11 @@ def verify_password(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, want)
+
+
+def check_imported_token(token: str) -> None:
+    if not MINT_TOKEN_RE.match(token):
+        raise BadRequest("an imported token must be a MInt API token: 64 hexadecimal digits")
 
 
 def token_hash(token: str) -> str:
@@ -179,7 +185,13 @@ class UserStore:
         return self.new_token(user, label="login", expires_days=days)
 
     # -- administration -----------------------------------------------------------------------
-    def add_user(self, name: str, *, admin: bool = False, password: str | None = None) -> NewToken:
+    def add_user(
+        self, name: str, *, admin: bool = False, password: str | None = None,
+        token: str | None = None,
+    ) -> NewToken:  # fmt: skip
+        """Add a user with a new token, or with `token` (an existing MInt API token) if given."""
+        if token is not None:
+            check_imported_token(token)
         if not USER_RE.match(name):
             raise BadRequest(f"bad user name {name!r}: use letters, digits, '.', '_' or '-'")
         with self._lock():
@@ -190,7 +202,7 @@ class UserStore:
             if password is not None:
                 users[name]["password"] = hash_password(password)
             self._write(users)
-        return self.new_token(name, label="initial")
+        return self.new_token(name, label="initial" if token is None else "mint", token=token)
 
     def set_password(self, name: str, password: str) -> None:
         with self._lock():
@@ -201,9 +213,14 @@ class UserStore:
             self._write(users)
 
     def new_token(
-        self, name: str, *, label: str = "", expires_days: float | None = None
-    ) -> NewToken:
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self, name: str, *, label: str = "", expires_days: float | None = None,
+        token: str | None = None,
+    ) -> NewToken:  # fmt: skip
+        """A new token for `name`; `token` imports an existing secret instead of making one."""
+        if token is None:
+            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        else:
+            check_imported_token(token)
         token_id = "t-" + secrets.token_hex(4)
         now = time.time()
         expires = format_ts(now + expires_days * 86400) if expires_days else None
@@ -211,13 +228,17 @@ class UserStore:
             users = self._read()
             if name not in users:
                 raise NotFound(f"no user {name!r}")
+            digest = token_hash(token)
+            if any(t.get("hash") == digest for u in users.values() for t in u.get("tokens") or []):
+                # One token must name one user: refuse a second copy (never say whose it is).
+                raise BadRequest("this token is already registered; tokens must be unique")
             tokens = users[name].setdefault("tokens", []) or []
             # Drop tokens that expired long ago so the file does not grow forever with logins.
             tokens = [t for t in tokens if not t.get("expires") or parse_ts(t["expires"]) > now]
             tokens.append(
                 {
                     "id": token_id,
-                    "hash": token_hash(token),
+                    "hash": digest,
                     "created": format_ts(now),
                     "expires": expires,
                     "label": label,

@@ -70,20 +70,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(path)
 
 
+def _token_stdin(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "token_stdin", False):
+        return None
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise UsageError("--token-stdin: read an empty token")
+    return token
+
+
 def cmd_users_add(args: argparse.Namespace) -> int:
+    if args.password_stdin and args.token_stdin:
+        raise UsageError("give at most one of --password-stdin and --token-stdin")
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
         if not password:
             raise UsageError("--password-stdin: read an empty password")
-    new = _users(args).add_user(args.name, admin=args.admin, password=password)
+    token = _token_stdin(args)
+    new = _users(args).add_user(args.name, admin=args.admin, password=password, token=token)
+    if token is not None:  # the caller has the secret already: never echo it
+        print(f"user {new.user} added with the given token as {new.id} (stored hashed)")
+        return EXIT_OK
     print(f"user {new.user} added; token {new.id} (shown once, keep it secret):")
     print(new.token)
     return EXIT_OK
 
 
 def cmd_users_token(args: argparse.Namespace) -> int:
-    new = _users(args).new_token(args.name, label=args.label, expires_days=args.expires_days)
+    token = _token_stdin(args)
+    new = _users(args).new_token(
+        args.name, label=args.label, expires_days=args.expires_days, token=token
+    )
+    if token is not None:
+        print(f"token {new.id} for {new.user} stored (hashed), expires {new.expires or 'never'}")
+        return EXIT_OK
     print(f"token {new.id} for {new.user}, expires {new.expires or 'never'} (shown once):")
     print(new.token)
     return EXIT_OK
@@ -131,16 +152,40 @@ def cmd_sites_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_admin_requeue(args: argparse.Namespace) -> int:
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from webapi.app import site_policy
     from webapi.config import ConfigSource
     from webapi.store import YamlJobStore
 
     source = ConfigSource(_config_path(args))
     # Safe next to a running server: the store takes the same file lock.
-    store = YamlJobStore(source.current.data_dir, site_policy(source))
-    calc = store.requeue(args.calc_id)
+    return YamlJobStore(source.current.data_dir, site_policy(source))
+
+
+def _calc_id(raw: str) -> str:
+    """Our calc id, also from an original-protocol accept_id (the same uuid with dashes)."""
+    from webapi.mint.ids import calc_id_of
+
+    return calc_id_of(raw) or raw
+
+
+def cmd_admin_requeue(args: argparse.Namespace) -> int:
+    calc = _store(args).requeue(_calc_id(args.calc_id))
     print(f"calc {calc.id} is {calc.state}")
+    return EXIT_OK
+
+
+def cmd_admin_fail(args: argparse.Namespace) -> int:
+    calc = _store(args).fail(_calc_id(args.calc_id), f"failed by an admin: {args.reason}")
+    print(f"calc {calc.id} is {calc.state}: {calc.reason}")
+    return EXIT_OK
+
+
+def cmd_import_ini(args: argparse.Namespace) -> int:
+    from webapi.mint.ini import ini_to_yaml, load_ini
+
+    path = Path(args.file)
+    sys.stdout.write(ini_to_yaml(load_ini(path), path))
     return EXIT_OK
 
 
@@ -167,10 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--admin", action="store_true", help="may use admin routes")
     p.add_argument("--password-stdin", action="store_true", help="read a login password from stdin")
+    p.add_argument(
+        "--token-stdin", action="store_true",
+        help="read an existing MInt API token (64 hex digits) from stdin; stored hashed",
+    )  # fmt: skip
     p = add(users, "token", cmd_users_token, "Make a new token for a user and print it once")
     p.add_argument("name")
     p.add_argument("--label", default="", help="a note to tell tokens apart")
     p.add_argument("--expires-days", type=float, default=None, help="default: never")
+    p.add_argument("--token-stdin", action="store_true",
+                   help="store an existing MInt API token read from stdin instead")  # fmt: skip
     p = add(users, "revoke", cmd_users_revoke, "Revoke one token or all tokens of a user")
     p.add_argument("name")
     p.add_argument("token_id", nargs="?", help="token id as shown by 'users list'")
@@ -188,7 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
         dest="admin_command", required=True, metavar="ACTION"
     )
     p = add(admin, "requeue", cmd_admin_requeue, "Run a calc again from its inputs")
-    p.add_argument("calc_id")
+    p.add_argument("calc_id", help="calc id or original-protocol accept_id")
+    p = add(admin, "fail", cmd_admin_fail, "End a calc that has not finished as failed")
+    p.add_argument("calc_id", help="calc id or original-protocol accept_id")
+    p.add_argument("--reason", required=True, help="why (shown to the calc's owner)")
+
+    p = add(
+        sub,
+        "import-ini",
+        cmd_import_ini,
+        "Print the YAML config equivalent to an original mi_distributed_computing_assist.ini",
+    )
+    p.add_argument("file")  # fmt: skip
 
     # The workflow-side client commands live in their own module, added when it is installed.
     if importlib.util.find_spec("webapi.cli_client") is not None:

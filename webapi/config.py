@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 
 # Site names become directory names in the store: keep them boring.
 SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-COMMAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+# Commands are names compared exactly, never run by the server; '/' and a few more characters are
+# allowed because the original ini lists commands as paths (e.g. /opt/mi/bin/run.sh).
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9._+/=,:@%~-]{0,254}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class SiteConfig:
     name: str
     commands: tuple[str, ...]
     lease_seconds: int | None = None
+    legacy_lease: int | None = None  # see ServerConfig.legacy_lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,23 @@ class ServerConfig:
     poller_absent_seconds: int = 120
     reaper_seconds: float = 5.0
     sites: dict[str, SiteConfig] = field(default_factory=dict)
+    # An original mi_distributed_computing_assist.ini whose sites/commands are merged in.
+    mint_ini: Path | None = None
+    # Lease of claims made through the original protocol, whose poller never heartbeats while
+    # the program runs: seconds, 0 = no expiry (an operator requeues or fails a stuck calc).
+    legacy_lease: int = 0
 
     def site_lease_seconds(self, site: str) -> int:
         conf = self.sites.get(site)
         if conf is not None and conf.lease_seconds is not None:
             return conf.lease_seconds
         return self.lease_seconds
+
+    def site_legacy_lease(self, site: str) -> int:
+        conf = self.sites.get(site)
+        if conf is not None and conf.legacy_lease is not None:
+            return conf.legacy_lease
+        return self.legacy_lease
 
 
 _INT_KEYS = {
@@ -73,8 +88,10 @@ _INT_KEYS = {
     "queued_expiry_seconds": (1, 365 * 86400),
     "quota_bytes": (0, 1 << 62),
     "poller_absent_seconds": (1, 86400 * 30),
+    "legacy_lease": (0, 10 * 365 * 86400),
 }
 _KNOWN = {"listen", "tls", "data_dir", "users_file", "log_file", "reaper_seconds", "sites"}
+_KNOWN |= {"mint_ini"}
 _KNOWN |= set(_INT_KEYS)
 
 
@@ -111,11 +128,12 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
             raise _fail(path, key, "bad site name", "use letters, digits, '.', '_' or '-'")
         if not isinstance(body, dict):
             raise _fail(path, key, "expected a mapping", "write 'commands: [name, ...]' under it")
-        unknown = set(body) - {"commands", "lease_seconds"}
+        unknown = set(body) - {"commands", "lease_seconds", "legacy_lease"}
         if unknown:
             raise _fail(
-                path, key, f"unknown keys {sorted(unknown)}", "allowed: commands, lease_seconds"
-            )
+                path, key, f"unknown keys {sorted(unknown)}",
+                "allowed: commands, lease_seconds, legacy_lease",
+            )  # fmt: skip
         commands = body.get("commands", [])
         if not isinstance(commands, list) or not all(
             isinstance(c, str) and COMMAND_RE.match(c) for c in commands
@@ -124,11 +142,12 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
                 path, f"{key}.commands", f"expected a list of command names, got {commands!r}",
                 "write e.g. 'commands: [sample, solver]'",
             )  # fmt: skip
-        lease = body.get("lease_seconds")
+        lease, legacy = body.get("lease_seconds"), body.get("legacy_lease")
         sites[name] = SiteConfig(
             name=name,
             commands=tuple(commands),
             lease_seconds=None if lease is None else _int(path, f"{key}.lease_seconds", lease),
+            legacy_lease=None if legacy is None else _int(path, f"{key}.legacy_lease", legacy),
         )
     return sites
 
@@ -152,6 +171,8 @@ def parse_config(raw: Any, path: Path) -> ServerConfig:
     }
     if "log_file" in raw and raw["log_file"] is not None:
         kwargs["log_file"] = _path(path, "log_file", raw["log_file"])
+    if raw.get("mint_ini") is not None:
+        kwargs["mint_ini"] = _path(path, "mint_ini", raw["mint_ini"])
     if "listen" in raw:
         if not isinstance(raw["listen"], str) or not raw["listen"]:
             raise _fail(path, "listen", f"expected a host address, got {raw['listen']!r}",
@@ -189,7 +210,41 @@ def load_config(path: Path) -> ServerConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: invalid YAML{where}; fix the syntax") from None
-    return parse_config(raw, path)
+    return _merge_ini(parse_config(raw, path))
+
+
+def _merge_ini(conf: ServerConfig) -> ServerConfig:
+    """Add the sites and commands of `mint_ini` (a YAML site of the same name keeps its
+    settings and gains the ini's commands)."""
+    if conf.mint_ini is None:
+        return conf
+    from webapi.mint.ini import load_ini  # the original protocol's package, only when used
+
+    sites = dict(conf.sites)
+    for name, commands in load_ini(conf.mint_ini).sites.items():
+        if not SITE_RE.match(name):
+            raise ConfigError(f"{conf.mint_ini}: site id {name!r} is not usable as a site name")
+        for command in commands:
+            if not COMMAND_RE.match(command):
+                raise ConfigError(f"{conf.mint_ini}: [{name}] command {command!r} is not allowed")
+        old = sites.get(name)
+        if old is None:
+            sites[name] = SiteConfig(name=name, commands=commands)
+        else:
+            merged = old.commands + tuple(c for c in commands if c not in old.commands)
+            sites[name] = dataclasses.replace(old, commands=merged)
+    return dataclasses.replace(conf, sites=sites)
+
+
+Signature = tuple[int, ...]
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class ConfigSource:
@@ -204,7 +259,7 @@ class ConfigSource:
         self._lock = threading.Lock()
         self._config = initial if initial is not None else load_config(path)
         self._sig = self._signature()
-        self._bad_sig: tuple[int, int, int] | None = None
+        self._bad_sig: Signature | None = None
 
     @classmethod
     def fixed(cls, config: ServerConfig) -> ConfigSource:
@@ -217,12 +272,13 @@ class ConfigSource:
         source._bad_sig = None
         return source
 
-    def _signature(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+    def _signature(self) -> Signature | None:
+        """The YAML file's (mtime, size, inode), plus the ini's when one is configured."""
+        sig = _file_signature(self.path)
+        ini = self._config.mint_ini
+        if sig is None or ini is None:
+            return sig
+        return (*sig, *(_file_signature(ini) or (0, 0, 0)))
 
     def get(self) -> ServerConfig:
         """Return the newest valid config (re-reading the file only if it changed)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -77,6 +77,12 @@ class Calc:
     request_id: str | None = None
     queued_at: float | None = None
     progress: str | None = None
+    # Held by its client: stays registered until released, even with all inputs in (the
+    # original protocol's add-calcinfo / allow-wait-calc split).
+    held: bool = False
+    # Interface-specific registration data kept with the calc (e.g. the original protocol's
+    # parameters and file types); set once at registration, never part of the state machine.
+    meta: dict[str, Any] | None = field(default=None, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         """The calc object of the HTTP contract (docs/api.md)."""
@@ -185,11 +191,13 @@ def new_calc(
     timeout: int | None,
     request_id: str | None,
     now: float,
+    held: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> Calc:
     calc = Calc(
         id=calc_id, user=user, site=site, command=command, args=args, inputs=inputs,
         state=CalcState.REGISTERED, created=now, updated=now, timeout=timeout,
-        request_id=request_id,
+        request_id=request_id, held=held, meta=meta,
     )  # fmt: skip
     # Empty files and calcs without inputs need no upload.
     calc = replace(
@@ -204,7 +212,7 @@ def settle(calc: Calc, now: float) -> Calc:
 
 
 def _maybe_queue(calc: Calc, now: float) -> Calc:
-    if calc.state is CalcState.REGISTERED and _all_complete(calc.inputs):
+    if calc.state is CalcState.REGISTERED and not calc.held and _all_complete(calc.inputs):
         return replace(calc, state=CalcState.QUEUED, queued_at=now, updated=now)
     return calc
 
@@ -219,6 +227,14 @@ def record_input(calc: Calc, name: str, received: int, now: float) -> Calc:
         return calc  # nothing new (e.g. a discarded upload that had nothing recorded)
     files = tuple(replace(f, received=received) if f.name == name else f for f in calc.inputs)
     return _maybe_queue(replace(calc, inputs=files, updated=now), now)
+
+
+def release(calc: Calc, *, now: float) -> Calc:
+    """The client lets a held calc go: queued once its inputs are in (repeating is a no-op)."""
+    if not calc.held:
+        return calc
+    _require(calc, CalcState.REGISTERED, action="release")
+    return _maybe_queue(replace(calc, held=False, updated=now), now)
 
 
 def claim(calc: Calc, *, lease_id: str, poller: str, expires: float, now: float) -> Calc:
@@ -309,6 +325,12 @@ def cancel(calc: Calc, *, reason: str, now: float) -> Calc:
         return calc
     _require(calc, CalcState.REGISTERED, CalcState.QUEUED, CalcState.RUNNING, action="cancel")
     return replace(calc, state=CalcState.CANCELLED, reason=reason, updated=now)
+
+
+def fail(calc: Calc, *, reason: str, now: float) -> Calc:
+    """Admin action: end a calc that has not finished as failed (e.g. a stuck legacy claim)."""
+    _require(calc, CalcState.REGISTERED, CalcState.QUEUED, CalcState.RUNNING, action="fail")
+    return replace(calc, state=CalcState.FAILED, lease=None, held=False, reason=reason, updated=now)
 
 
 def lease_expired(calc: Calc, now: float) -> bool:

@@ -169,6 +169,36 @@ _DOC: dict[str, Any] = {
 }
 
 
+# The original MInt protocol served for unchanged MInt clients: its own JSON envelope
+# ({"errors": [{"code", "message", …}]}); see docs/mint-migration.md.
+_MINT = (
+    ("post", "add-calcinfo", "Register a calc with its files (base64 in JSON)"),
+    ("post", "allow-wait-calc", "Let a registered calc be taken"),
+    ("get", "calc-status", "status:none|completed|abnormal"),
+    ("get", "calc-progress", "status:<progress>"),
+    ("get", "get-calc-result", "The result files (base64 in JSON)"),
+    ("post", "cancel-wait-calc", "Cancel a calc"),
+    ("get", "calc-request", "Offer the oldest waiting calc of a site"),
+    ("get", "calc-params", "Take a calc: its command and files"),
+    ("post", "calc-params-complete", "Progress: complete send"),
+    ("post", "calc-start", "Progress: running"),
+    ("post", "calc-end", "Progress: calc end (completed or abnormal)"),
+    ("post", "send-results", "Upload the result files (base64 in JSON)"),
+    ("post", "end-send", "Progress: got return"),
+)
+_QUERY = {"calc-status": ("accept_id",), "calc-progress": ("accept_id",),
+          "get-calc-result": ("accept_id",), "calc-request": ("site_id",),
+          "calc-params": ("accept_id", "site_id")}  # fmt: skip
+for _method, _name, _summary in _MINT:
+    _DOC["paths"][f"/mi-distcomp-api/{_name}"] = {
+        _method: _op(
+            f"Original MInt protocol: {_summary}",
+            query=_QUERY.get(_name, ()),
+            body=_OBJ if _method == "post" else None,
+        )
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """A copy of the document (callers may not mutate the shared one)."""
     return copy.deepcopy(_DOC)

@@ -1,4 +1,4 @@
-"""The storage seam the web layer calls (`JobStore`) and its YAML-files implementation."""
+"""The YAML-files implementation of the storage seam (`JobStore`, in webapi.store_api)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import BinaryIO
 
 import yaml
 
@@ -23,59 +22,14 @@ from webapi.atomic import FileLock, read_yaml, write_yaml_atomic
 from webapi.errors import BadRequest, Conflict, NotFound, TooLarge
 from webapi.jobs import Calc, CalcState, FileEntry
 from webapi.names import safe_join
+from webapi.store_api import Accept, JobStore, Kind, NewCalcRequest, SitePolicy
 from webapi.store_files import FileTransfers
 from webapi.store_repair import repair
 
 log = logging.getLogger(__name__)
+__all__ = ["JobStore", "Kind", "NewCalcRequest", "SitePolicy", "YamlJobStore"]  # re-exported
 
-Kind = Literal["inputs", "results"]
 CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
-
-
-@dataclass(frozen=True, slots=True)
-class SitePolicy:
-    """The timing rules that apply to one site's calcs (from the server config)."""
-
-    lease_seconds: int = 600
-    max_attempts: int = 3
-    queued_expiry_seconds: int = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class NewCalcRequest:
-    user: str
-    site: str
-    command: str
-    args: tuple[str, ...]
-    inputs: tuple[FileEntry, ...]
-    timeout: int | None = None
-    request_id: str | None = None
-
-
-class JobStore(Protocol):
-    """What the web layer needs from storage; it never touches files itself."""
-
-    def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]: ...
-    def get(self, calc_id: str) -> Calc: ...
-    def list_calcs(
-        self, *, user: str | None, state: CalcState | None, site: str | None
-    ) -> list[Calc]: ...
-    def cancel(self, calc_id: str, reason: str) -> Calc: ...
-    def requeue(self, calc_id: str) -> Calc: ...
-    def write_file(
-        self, calc_id: str, kind: Kind, name: str, offset: int, body: BinaryIO,
-        length: int | None, lease_id: str | None,
-    ) -> tuple[Calc, FileEntry]: ...  # fmt: skip
-    def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]: ...
-    def claim(self, *, site: str, user: str, poller: str, wait: float) -> Calc | None: ...
-    def heartbeat(self, calc_id: str, lease_id: str, progress: str | None) -> Calc: ...
-    def finish(
-        self, calc_id: str, *, lease_id: str, exit_code: int, reason: str | None,
-        results: tuple[FileEntry, ...], quota_bytes: int,
-    ) -> Calc: ...  # fmt: skip
-    def reap(self) -> int: ...
-    def poller_seen(self, site: str) -> tuple[str, float] | None: ...
-    def close(self) -> None: ...
 
 
 class YamlJobStore:
@@ -181,7 +135,7 @@ class YamlJobStore:
             calc = jobs.new_calc(
                 calc_id="c-" + uuid.uuid4().hex, user=req.user, site=req.site,
                 command=req.command, args=req.args, inputs=req.inputs, timeout=req.timeout,
-                request_id=req.request_id, now=time.time(),
+                request_id=req.request_id, now=time.time(), held=req.held, meta=req.meta,
             )  # fmt: skip
             self.calc_dir(calc.id).mkdir()
             self.save(None, calc)
@@ -226,6 +180,16 @@ class YamlJobStore:
             shutil.rmtree(self.calc_dir(calc_id) / "results", ignore_errors=True)
             shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
             return self.save(calc, new)
+
+    def release(self, calc_id: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, jobs.release(calc, now=time.time()))
+
+    def fail(self, calc_id: str, reason: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, jobs.fail(calc, reason=reason, now=time.time()))
 
     # -- files (streaming lives in store_files) -----------------------------------------------
     def write_file(
@@ -273,7 +237,8 @@ class YamlJobStore:
     def poller_seen(self, site: str) -> tuple[str, float] | None:
         return self._seen.get(site)
 
-    def _try_claim(self, site: str, user: str, poller: str) -> Calc | None:
+    def _queued(self, site: str, user: str, accept: Accept | None) -> Calc | None:
+        """The oldest queued calc of site/user that `accept`s; drops stale markers on the way."""
         qdir = self.root / "queues" / site / user
         try:
             entries = sorted(os.listdir(qdir))
@@ -293,18 +258,37 @@ class YamlJobStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(qdir / entry)  # stale marker (e.g. left by a crash)
                 continue
-            now = time.time()
-            lease_seconds = self._policy(site).lease_seconds
-            new = jobs.claim(
-                calc, lease_id="l-" + secrets.token_hex(12), poller=poller,
-                expires=now + lease_seconds, now=now,
-            )  # fmt: skip
-            log.info("calc %s: claimed by poller %r of %s", calc_id, poller, user)
-            return self.save(calc, new)
+            if accept is None or accept(calc):
+                return calc
         return None
 
-    def claim(self, *, site: str, user: str, poller: str, wait: float) -> Calc | None:
-        """Claim the oldest queued calc of `user` for `site`, waiting up to `wait` seconds."""
+    def peek(self, *, site: str, user: str, poller: str, accept: Accept) -> Calc | None:
+        """The calc `claim` would take now, without taking it (the original protocol's offer)."""
+        with self.lock():
+            self._note_poller(site, poller)
+            return self._queued(site, user, accept)
+
+    def _try_claim(
+        self, site: str, user: str, poller: str, accept: Accept | None, lease: float | None
+    ) -> Calc | None:
+        calc = self._queued(site, user, accept)
+        if calc is None:
+            return None
+        now = time.time()
+        lease_seconds = self._policy(site).lease_seconds if lease is None else lease
+        new = jobs.claim(
+            calc, lease_id="l-" + secrets.token_hex(12), poller=poller,
+            expires=now + lease_seconds, now=now,
+        )  # fmt: skip
+        log.info("calc %s: claimed by poller %r of %s", calc.id, poller, user)
+        return self.save(calc, new)
+
+    def claim(
+        self, *, site: str, user: str, poller: str, wait: float, accept: Accept | None = None,
+        lease_seconds: float | None = None,
+    ) -> Calc | None:  # fmt: skip
+        """Claim the oldest queued calc of `user` for `site` that `accept`s (default: any),
+        waiting up to `wait` seconds; `lease_seconds` overrides the site's lease length."""
         deadline = time.monotonic() + wait
         if time.time() - self._last_reap > 1.0:
             self.reap()
@@ -313,7 +297,7 @@ class YamlJobStore:
                 generation = self._generation
             with self.lock():
                 self._note_poller(site, poller)
-                calc = self._try_claim(site, user, poller)
+                calc = self._try_claim(site, user, poller, accept, lease_seconds)
             if calc is not None:
                 return calc
             remaining = deadline - time.monotonic()
@@ -323,13 +307,18 @@ class YamlJobStore:
                 if self._generation == generation and not self._closed:
                     self._cond.wait(min(remaining, CLAIM_RECHECK_SECONDS))
 
-    def heartbeat(self, calc_id: str, lease_id: str, progress: str | None) -> Calc:
+    def heartbeat(
+        self, calc_id: str, lease_id: str, progress: str | None,
+        lease_seconds: float | None = None,
+    ) -> Calc:  # fmt: skip
         with self.lock():
             calc = self.load(calc_id)
             if calc.lease is not None:
                 self._note_poller(calc.site, calc.lease.poller)
             now = time.time()
-            expires = now + self._policy(calc.site).lease_seconds
+            if lease_seconds is None:
+                lease_seconds = self._policy(calc.site).lease_seconds
+            expires = now + lease_seconds
             new = jobs.heartbeat(
                 calc, lease_id=lease_id, expires=expires, progress=progress, now=now
             )
