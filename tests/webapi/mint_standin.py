@@ -8,6 +8,7 @@ missing input, the two Japanese log names), minus the long sleeps.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import threading
@@ -223,10 +224,8 @@ class MintPoller(Proto):
 
     def serve(self, stop: threading.Event, interval: float = 0.05) -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(requests.ConnectionError):  # the original retries these
                 self.poll_once()
-            except requests.ConnectionError:
-                pass  # the original retries connection errors
             stop.wait(interval)
 
 

@@ -1,4 +1,4 @@
-"""Shared set-up of the original-protocol tests: a server with a MInt site, users with MInt tokens."""
+"""Shared set-up of the original-protocol tests: a MInt site, users with MInt tokens."""
 
 from __future__ import annotations
 
