@@ -95,6 +95,12 @@ def check_imported_token(token: str) -> None:
         raise BadRequest("an imported token must be a MInt API token: 64 hexadecimal digits")
 
 
+def _check_unique(users: dict[str, Any], digest: str) -> None:
+    # One token must name one user: refuse a second copy (never say whose it is).
+    if any(t.get("hash") == digest for u in users.values() for t in (u or {}).get("tokens") or []):
+        raise BadRequest("this token is already registered; tokens must be unique")
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -198,6 +204,8 @@ class UserStore:
             users = self._read()
             if name in users:
                 raise BadRequest(f"user {name!r} already exists; use 'users token' for a new token")
+            if token is not None:
+                _check_unique(users, token_hash(token))  # before the user exists
             users[name] = {"admin": admin, "tokens": []}
             if password is not None:
                 users[name]["password"] = hash_password(password)
@@ -229,9 +237,7 @@ class UserStore:
             if name not in users:
                 raise NotFound(f"no user {name!r}")
             digest = token_hash(token)
-            if any(t.get("hash") == digest for u in users.values() for t in u.get("tokens") or []):
-                # One token must name one user: refuse a second copy (never say whose it is).
-                raise BadRequest("this token is already registered; tokens must be unique")
+            _check_unique(users, digest)
             tokens = users[name].setdefault("tokens", []) or []
             # Drop tokens that expired long ago so the file does not grow forever with logins.
             tokens = [t for t in tokens if not t.get("expires") or parse_ts(t["expires"]) > now]
