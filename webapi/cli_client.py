@@ -1,4 +1,4 @@
-"""Client commands of `extcomp-api`: submit, calcs list|show|cancel, login (added to its parser).
+"""Client commands of `extcomp-api`: submit, calcs list|show|cancel, login, wf (added to a parser).
 
 Settings resolve flag → environment (EXTCOMP_API_URL, EXTCOMP_API_TOKEN_FILE, EXTCOMP_API_TOKEN,
 EXTCOMP_API_CA) → default. Exit codes: the remote program's own code; 1 calc failed without an
@@ -71,6 +71,11 @@ def add_client_commands(subparsers: Any) -> None:
     lg = subparsers.add_parser("login", parents=[common], help="get a token (written mode 0600)")
     lg.add_argument("--user", help="ID (prompted if omitted)")
     lg.set_defaults(func=cmd_login)
+
+    # The original workflow client's command line over the original protocol.
+    from webapi.mint_wf import add_wf_command
+
+    add_wf_command(subparsers)
 
 
 # -- settings ------------------------------------------------------------------------------

@@ -78,7 +78,11 @@ class LocalExecutor:
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
-    def start(self, argv: Sequence[str], wd: WorkDir, options: Sequence[str] = ()) -> Started:
+    def start(
+        self, argv: Sequence[str], wd: WorkDir, options: Sequence[str] = (),
+        *, env: Mapping[str, str] | None = None,
+    ) -> Started:  # fmt: skip
+        """Start `argv` in the work dir; `env` adds variables (e.g. the original's CALC_DIR)."""
         wd.create()
         wd.exit_file.unlink(missing_ok=True)
         wrapper = [sys.executable, "-m", "webapi.runwrap", str(wd.exit_file), "--", *argv]
@@ -91,7 +95,7 @@ class LocalExecutor:
                 stderr=err,
                 start_new_session=True,
                 close_fds=True,
-                env=clean_env(),
+                env={**clean_env(), **(env or {})},
             )
         self._children[proc.pid] = proc
         log.info("started %s (pid %d) in %s", argv[0], proc.pid, wd.cwd)

@@ -2,6 +2,7 @@
 
     extcomp-poller SITE_ID URL TOKEN|login [retry:N,INTERVAL] [--allow NAME=PROGRAM]...
     extcomp-poller --config FILE [--once]
+    extcomp-poller --protocol mint SITE_ID URL TOKEN|login|- [port:N] … (webapi/mint_pollcli.py)
     extcomp-poller cleanup [--config FILE | --work-base DIR] [--older-than DAYS]
 
 Exit codes: 0 stopped normally; 2 usage/config; 254 token refused; 255 server unreachable
@@ -46,8 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", type=Path, help="CA bundle for the server's TLS certificate")
     p.add_argument("--http-retries", type=int, metavar="N",
                    help="quick HTTP retries inside one attempt (default 2)")  # fmt: skip
+    p.add_argument("--protocol", choices=["native", "mint"], default="native",
+                   help="mint: talk the original MInt protocol (see extcomp-poller "
+                   "--protocol mint --help)")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def _protocol(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--protocol" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--protocol="):
+            return arg.split("=", 1)[1]
+    return "native"
 
 
 def build_cleanup_parser() -> argparse.ArgumentParser:
@@ -168,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["cleanup"]:
         return cleanup_main(argv[1:])
+    if _protocol(argv) == "mint":
+        from webapi.mint_pollcli import main as mint_main
+
+        return mint_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -1,0 +1,361 @@
+"""Client side of the original MInt protocol (`/mi-distcomp-api/`): calls, envelope, file streams.
+
+Used by our mint-mode poller and `extcomp-api wf` against the original server or ours. Only
+`requests` and the stdlib (plus the bottle-free JSON stream parser and type sniffer of
+`webapi.mint`) are imported, so a poller host needs nothing else. Files travel as base64 inside
+JSON: answers are parsed as they arrive and their file strings decoded straight to disk
+(`get_stream`), and request bodies are produced from files while they are sent (`StreamBody`), so
+memory stays a few MiB whatever the file sizes. The bearer token never appears in a log line.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from webapi.errors import BadRequest, TransportError
+from webapi.mint.jsonstream import JsonError, SinkFor, StreamParser
+from webapi.names import check_name
+from webapi.transport import RETRY_STATUSES, BearerAuth
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/mi-distcomp-api/"
+DEFAULT_PORT = 50443
+# The two result names the original workflow client always asks for: stdout and stderr.
+JP_STDOUT, JP_STDERR = "計算標準出力.txt", "計算標準エラー出力.txt"
+# Base64 of a multiple of 3 bytes has no padding, so encoded blocks join into one string.
+ENCODE_CHUNK = 3 * 256 * 1024
+
+
+class BadContent(ValueError):
+    """A file in an answer cannot be decoded (bad base64, unsafe name): a calc-level fault."""
+
+
+class MintError(Exception):
+    """A failure answer: HTTP status, the envelope's `code` (int or str) and `message`."""
+
+    def __init__(self, message: str, *, status: int = 0, code: Any = None, error: str = ""):
+        super().__init__(message)
+        self.message, self.status, self.code, self.error = message, status, code, error
+
+    @property
+    def refused(self) -> bool:
+        """The token was not accepted (the original's gateway answered 403, ours 401/403)."""
+        return self.status in (401, 403)
+
+
+def with_port(url: str, port: int = DEFAULT_PORT) -> str:
+    """Append `:port` to a base URL that names none, as the original clients did."""
+    parts = urlsplit(url.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r}: expected a base URL such as https://host")
+    if parts.port is not None:
+        return urlunsplit(parts)
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+
+
+def bare_name(name: str, what: str) -> str:
+    """A file name the original protocol carries: no directory part, safe on any file system."""
+    if "/" in name:
+        raise ValueError(f"{what} {name!r}: give a bare file name without '/'")
+    try:
+        return check_name(name)
+    except BadRequest as exc:
+        raise ValueError(f"{what}: {exc.message}") from None
+
+
+def js(value: Any) -> bytes:
+    """A JSON value as UTF-8 bytes (non-ASCII kept, as the original sent it)."""
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+def b64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+# -- request bodies --------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FileB64:
+    """A file to embed as a base64 string; its size is fixed when the body is built."""
+
+    path: Path
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileB64:
+        return cls(path, path.stat().st_size)
+
+
+Piece = bytes | FileB64
+
+
+class StreamBody:
+    """A JSON body made of text pieces and base64'd files, with an exact length.
+
+    requests sends `Content-Length` from `len()` and urllib3 iterates it block by block; each
+    `iter()` starts over from the files, so a retried request sends the same bytes again.
+    """
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        self.pieces = pieces
+        self.length = sum(len(p) if isinstance(p, bytes) else b64_length(p.size) for p in pieces)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        pending: list[bytes] = []
+        for piece in self.pieces:
+            if isinstance(piece, bytes):
+                pending.append(piece)
+                continue
+            if pending:
+                yield b"".join(pending)
+                pending = []
+            yield from _encode_file(piece)
+        if pending:
+            yield b"".join(pending)
+
+
+def _encode_file(piece: FileB64) -> Iterator[bytes]:
+    left = piece.size
+    with piece.path.open("rb") as fh:
+        while left > 0:
+            want = min(ENCODE_CHUNK, left)
+            block = fh.read(want)
+            while len(block) < want:  # short read: top up so only the last block is padded
+                more = fh.read(want - len(block))
+                if not more:
+                    raise OSError(f"{piece.path}: the file shrank while it was being sent")
+                block += more
+            left -= len(block)
+            yield binascii.b2a_base64(block, newline=False)
+
+
+# -- answer bodies ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class DecodedFile:
+    """A base64 string of an answer, decoded into `path` (it replaces the string in the doc)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class Base64FileSink:
+    """Decode one base64 JSON string into a new file, 4-character-aligned, strict alphabet."""
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path, self.label = path, label
+        path.unlink(missing_ok=True)
+        self._fh: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed in close()/abort()
+        self._digest = hashlib.sha256()
+        self._rest = b""
+        self._padded = False
+        self.size = 0
+
+    def _bad(self, why: str) -> BadContent:
+        return BadContent(f"{self.label}: the content is not valid base64 ({why})")
+
+    def write(self, data: bytes) -> None:
+        if b"\n" in data or b"\r" in data:
+            data = data.translate(None, b"\r\n")  # MIME-style line breaks are harmless
+        if not data:
+            return
+        if self._padded:
+            raise self._bad("data after the '=' padding")
+        data = self._rest + data
+        cut = len(data) - len(data) % 4
+        self._rest = data[cut:]
+        if cut:
+            self._decode(data[:cut])
+
+    def _decode(self, text: bytes) -> None:
+        try:
+            raw = binascii.a2b_base64(text, strict_mode=True)
+        except binascii.Error as exc:
+            raise self._bad(str(exc)) from None
+        self._padded = text.endswith(b"=")
+        self._digest.update(raw)
+        self._fh.write(raw)
+        self.size += len(raw)
+
+    def close(self) -> DecodedFile:
+        if self._rest:
+            if len(self._rest) == 1 or self._padded:
+                raise self._bad("its length does not fit base64")
+            self._decode(self._rest + b"=" * (4 - len(self._rest)))
+            self._rest = b""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        return DecodedFile(self.path, self.size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        self._fh.close()
+
+
+class DiscardSink:
+    """Reads past a string nobody wants (the inputs of a calc this poller refuses)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> str:
+        return ""
+
+
+def first(doc: Any, what: str) -> dict[str, Any]:
+    """`errors[0]` of an envelope; MintError if the answer is not one."""
+    errs = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errs, list) or not errs or not isinstance(errs[0], dict):
+        raise MintError(f"{what}: the server's answer has no errors[0] envelope")
+    return errs[0]
+
+
+def _failure(resp: requests.Response, what: str, doc: Any = None) -> MintError:
+    if doc is None:
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = None
+    try:
+        head = first(doc, what)
+    except MintError:
+        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason
+        return MintError(f"{what}: HTTP {resp.status_code}: {text}", status=resp.status_code)
+    message = str(head.get("message") or f"HTTP {resp.status_code}")
+    return MintError(
+        f"{what}: {message}", status=resp.status_code, code=head.get("code"),
+        error=str(head.get("error") or ""),
+    )  # fmt: skip
+
+
+# -- the session -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MintSettings:
+    """Where the server is (`url` already carries the port) and how to reach it."""
+
+    url: str
+    token: str = field(repr=False)
+    ca_file: Path | None = None
+    verify: bool = True
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    retries: int = 2
+
+
+class MintApi:
+    """The routes under `<url>/mi-distcomp-api/`, as the original clients call them."""
+
+    def __init__(self, settings: MintSettings) -> None:
+        self.settings = settings
+        self.base = settings.url.rstrip("/") + PREFIX
+        s = requests.Session()
+        # Connection errors are retried for every call (nothing was sent); 5xx only for GETs:
+        # the original protocol has no idempotency key, so a POST is never sent twice.
+        retry = Retry(
+            total=settings.retries, connect=settings.retries, read=0, status=settings.retries,
+            other=0, allowed_methods=frozenset({"GET"}), status_forcelist=RETRY_STATUSES,
+            backoff_factor=0.5, backoff_max=10, raise_on_status=False, redirect=0,
+        )  # fmt: skip
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
+        s.mount("http://", adapter)
+        s.mount("https://", adapter)
+        s.auth = BearerAuth(settings.token)
+        ca = settings.ca_file
+        s.verify = str(ca) if ca is not None and settings.verify else settings.verify
+        s.trust_env = False  # the server is always named explicitly; no proxy rerouting
+        s.headers.update({"User-Agent": "mint-extcomp/0.1", "Content-Type": "application/json"})
+        self.session = s
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> MintApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self, method: str, name: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", (self.settings.connect_timeout, self.settings.read_timeout))
+        try:
+            return self.session.request(method, self.base + name, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(f"TLS failure talking to {self.settings.url}: {exc}") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransportError(f"cannot reach {self.settings.url}: {_short(exc)}") from None
+        except requests.RequestException as exc:
+            raise TransportError(f"{name} failed: {_short(exc)}") from None
+
+    def call(
+        self, method: str, name: str, *, params: Mapping[str, str] | None = None,
+        doc: Mapping[str, Any] | None = None, body: StreamBody | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One call with a small answer; returns `errors[0]` when `code` is the integer 200."""
+        data: Any = body if body is not None else (js(doc) if doc is not None else None)
+        resp = self._send(method, name, params=params, data=data)
+        with resp:
+            if resp.status_code >= 400:
+                raise _failure(resp, name)
+            try:
+                doc_in = resp.json()
+            except ValueError:
+                # status 0: a garbled answer is worth a retry, like a broken connection
+                raise MintError(f"{name}: the server answered non-JSON", status=0) from None
+        head = first(doc_in, name)
+        if head.get("code") != 200:  # "200" (a string) is a failure too, as the clients test it
+            raise _failure(resp, name, doc_in)
+        return head
+
+    def get_stream(
+        self, name: str, params: Mapping[str, str], sink_for: SinkFor, *,
+        doc: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """GET an answer carrying files; strings `sink_for` picks go to sinks as they arrive."""
+        data = js(doc) if doc is not None else None
+        resp = self._send("GET", name, params=params, data=data, stream=True)
+        with resp:
+            if resp.status_code >= 400:
+                raise _failure(resp, name)
+
+            def read(n: int) -> bytes:
+                try:
+                    return bytes(resp.raw.read(n, decode_content=True))
+                except (requests.RequestException, OSError, ValueError) as exc:
+                    raise TransportError(f"{name}: the answer broke off: {_short(exc)}") from None
+                except Exception as exc:  # urllib3's ProtocolError and friends
+                    raise TransportError(f"{name}: the answer broke off: {_short(exc)}") from None
+
+            try:
+                parsed = StreamParser(read, sink_for).parse()
+            except JsonError as exc:
+                # Usually a connection that broke off: status 0 marks it as worth a retry.
+                raise MintError(f"{name}: {exc}", status=0) from None
+        if not isinstance(parsed, dict):
+            raise MintError(f"{name}: the answer is not a JSON object", status=resp.status_code)
+        return parsed
+
+
+def _short(exc: BaseException) -> str:
+    inner: BaseException = exc
+    while inner.args and isinstance(inner.args[0], BaseException):
+        inner = inner.args[0]
+    reason = getattr(inner, "reason", None)
+    if isinstance(reason, BaseException):
+        inner = reason
+    return (str(inner) or type(inner).__name__).splitlines()[0][:300]
