@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system demo test test-fast lint bench ci clean
+.PHONY: help setup system demo test test-fast lint bench docs ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: setup ## ruff, mypy (strict), yamllint, ansible-lint
 
 bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/)
 	$(BIN)/python bench/ssh_step.py
+
+docs: setup ## Regenerate docs/cli.md from the commands' --help
+	$(BIN)/python scripts/gen_cli_docs.py
 
 ci: lint test ## What CI runs
 
