@@ -68,6 +68,7 @@ def run_playbook(
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",  # ansible-runner turns it off unless told
         # One ssh round trip per task instead of three or four: halves the playbook time here.
         "ANSIBLE_PIPELINING": "True",
         "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),

@@ -80,9 +80,11 @@ class SshWorld:
             stdin=subprocess.DEVNULL,
         )
 
-    def spec(self, results: Path, *inputs: Path) -> StepSpec:
+    def spec(self, results: Path, *inputs: Path, known_hosts: Path | None = None) -> StepSpec:
         host = HostSpec.parse(
-            f"{self.user}@127.0.0.1:{self.sshd.port}", key=self.key, known_hosts=self.known_hosts
+            f"{self.user}@127.0.0.1:{self.sshd.port}",
+            key=self.key,
+            known_hosts=known_hosts or self.known_hosts,
         )
         return StepSpec(
             host=host,
@@ -326,9 +328,17 @@ def test_retire_removes_only_the_site(world: SshWorld, tmp_path: Path) -> None:
     assert world.known_hosts.read_text().strip() == ""
     assert world.key.is_file()  # the key pair may serve other sites
 
-    done = world.ssh(world.alias, "extcomp-remote", "version")
-    assert done.returncode == 255 and "Permission denied" in done.stderr
-    spec = world.spec(tmp_path / "results")
+    # The alias and pinned key are gone too: check the key itself with a known_hosts of our own.
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{world.sshd.port} {world.sshd.host_pub}\n")
+    done = subprocess.run(
+        ["ssh", "-i", str(world.key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={known}", "-p", str(world.sshd.port),
+         f"{world.user}@127.0.0.1", "extcomp-remote", "version"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
+    spec = world.spec(tmp_path / "results", known_hosts=known)
     try:
         result = run_step(spec)
     except StepError as exc:

@@ -1,0 +1,84 @@
+"""Render docs/ansible.md from the roles' meta/argument_specs.yml (so the two cannot drift).
+
+python -m tests.ansible.argspec_doc > docs/ansible.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = ("ssh_target", "workflow_host", "poller_host", "api_server")
+
+HEADER = """\
+# Ansible roles: every variable
+
+Generated from each role's `meta/argument_specs.yml` by `python -m tests.ansible.argspec_doc >
+docs/ansible.md`; `tests/ansible/test_docs.py` fails when the two differ. How to use the roles and
+playbooks: [setup.md](setup.md).
+
+Playbooks and the roles they apply:
+
+| playbook | hosts | roles |
+|---|---|---|
+| `playbooks/setup_workflow_host.yml` | `workflow_hosts` | `workflow_host` |
+| `playbooks/setup_ssh_target.yml` | `ssh_targets` | `ssh_target` (takes the workflow host's \
+public key when `ssh_target_public_key` is empty and `workflow_host` ran in the same run) |
+| `playbooks/setup_api_server.yml` | `api_servers` | `api_server` |
+| `playbooks/setup_poller.yml` | `pollers` | `poller_host` |
+| `playbooks/site.yml` | all four | the four set-up playbooks in that order |
+| `playbooks/retire.yml` | all four (pick with `--limit`) | `ssh_target` and `poller_host` \
+with `state: absent`, `workflow_host` absent for the aliases in `retire_workflow_aliases` (a list, \
+extra var), `api_server` `tasks_from: revoke` for the tokens labelled `poller:<site>` of the \
+retired pollers |
+
+Playbook-level variable: `retire_workflow_aliases` (list of ssh config aliases to remove from the
+workflow hosts in `retire.yml`; default: none).
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _default(option: dict[str, Any]) -> str:
+    if "default" not in option:
+        return "(required)" if option.get("required") else ""
+    value = option["default"]
+    if option.get("no_log"):
+        return "(secret)" if value else '`""`'
+    shown = value if isinstance(value, str) else json.dumps(value)
+    return f"`{shown}`" if shown != "" else '`""`'
+
+
+def render() -> str:
+    out = [HEADER]
+    for role in ROLES:
+        specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        specs = specs["argument_specs"]
+        out.append(f"\n## `{role}`\n\n{specs['main']['short_description']}\n")
+        for entry, spec in specs.items():
+            if entry != "main":
+                names = ", ".join(f"`{n}`" for n in spec["options"])
+                out.append(
+                    f"Entry point `{entry}` (`tasks_from: {entry}`): "
+                    f"{spec['short_description']} Options: {names}.\n"
+                )
+        out.append("| variable | type | default | description |\n|---|---|---|---|")
+        for name, option in specs["main"]["options"].items():
+            kind = option.get("type", "str")
+            if kind == "list":
+                kind = f"list of {option.get('elements', 'str')}"
+            desc = option["description"]
+            if "choices" in option:
+                desc += " One of: " + ", ".join(f"`{c}`" for c in option["choices"]) + "."
+            out.append(f"| `{name}` | {kind} | {_cell(_default(option))} | {_cell(desc)} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
