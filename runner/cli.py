@@ -151,7 +151,7 @@ def _record_view(record: StepRecord) -> dict[str, object]:
 
 
 def _cmd_run(ns: argparse.Namespace, store: StepStore) -> int:
-    spec = spec_from_args(ns, need_results=False)
+    spec = spec_from_args(ns)
     spec.validate()
     driver.check_results_dir(spec)
     record = store.new(spec)
@@ -162,7 +162,7 @@ def _cmd_run(ns: argparse.Namespace, store: StepStore) -> int:
 
 
 def _cmd_push(ns: argparse.Namespace, store: StepStore) -> int:
-    spec = spec_from_args(ns, need_results=False)
+    spec = spec_from_args(ns)
     spec.validate()
     record = store.new(spec)
     driver.run_part(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def _rel(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def spec_from_args(ns: argparse.Namespace, *, need_results: bool = True) -> StepSpec:
+def spec_from_args(ns: argparse.Namespace) -> StepSpec:
     """Merge the step file (if any) with flags; flags given on the command line win."""
     data: dict[str, Any] = load_step_file(Path(ns.step_file)) if ns.step_file else {}
 
@@ -92,9 +93,8 @@ def spec_from_args(ns: argparse.Namespace, *, need_results: bool = True) -> Step
     name = str(pick("name", "name", default="step"))
     results = pick("results", "results")
     if results is None:
-        if need_results:
-            raise UsageError("no results dir: give --results DIR (or results: in the step file)")
-        results = f"extcomp-results/{name}"
+        # A fresh dir per run, so running the same step twice needs no --force.
+        results = f"extcomp-results/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     timeout = pick("timeout", "timeout")
     args = list(ns.args) if getattr(ns, "args", None) else list(data.get("args", []))
     return StepSpec(
