@@ -144,7 +144,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[PollerConfig, Options]:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    # Intermixed: the original's optional words may come after our --options.
+    args = build_parser().parse_intermixed_args(argv)
     from webapi.mint_poller import MintPoller
     from webapi.poller_cli import resolve_token
 
