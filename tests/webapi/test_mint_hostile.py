@@ -160,3 +160,13 @@ def test_results_for_a_calc_not_taken(env: MintEnv) -> None:
     resp = poller.call("POST", "calc-end", json={**poller.ids(aid), "result": "fine"})
     assert resp.status_code == 400
     _unchanged(env, before)
+
+
+def test_chunked_body_is_refused(env: MintEnv) -> None:
+    before = snapshot(env.server.data_dir)
+    wf = env.wf()
+    body = json.dumps({"calc-info": wf.calc_info(env.commands["ok.sh"], {"a": b"x"}, [], "")})
+    resp = wf.call("POST", "add-calcinfo", data=iter([body.encode()]))  # a generator: chunked
+    first = resp.json()["errors"][0]
+    assert resp.status_code == 411 and "Content-Length" in first["message"]
+    _unchanged(env, before)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 Path = tuple[str | int, ...]
-BLOCK = 1 << 20
+# Small blocks: a few hundred KiB per request keeps each worker thread's heap small.
+BLOCK = 256 * 1024
 _WS = b" \t\r\n"
 _NUMBER_CHARS = frozenset(b"+-0123456789.eE")
 # Where a string segment stops: its closing quote, an escape, or a raw control character.
@@ -69,7 +70,8 @@ class StreamParser:
             self.eof = True
             return False
         self.offset += self.pos
-        self.buf = self.buf[self.pos :] + block
+        # Mostly the buffer is used up (long strings): take the block as is, no copy.
+        self.buf = block if self.pos >= len(self.buf) else self.buf[self.pos :] + block
         self.pos = 0
         return True
 

@@ -21,7 +21,7 @@ from webapi.http import Stream
 from webapi.mint.jsonstream import JsonError, SinkFor, StreamParser
 
 # Base64 of a multiple of 3 bytes has no padding, so chunks can be joined into one string.
-ENCODE_CHUNK = 3 * 256 * 1024
+ENCODE_CHUNK = 3 * 64 * 1024
 FLUSH_BYTES = 64 * 1024
 
 
@@ -70,18 +70,19 @@ class Base64Sink:
             return
         if self._padded:
             raise self._bad("data after the '=' padding")
-        data = self._rest + data
+        if self._rest:
+            data = self._rest + data
         cut = len(data) - len(data) % 4
-        self._rest = data[cut:]
+        self._rest = bytes(data[cut:])
         if cut:
-            self._decode(data[:cut])
+            self._decode(memoryview(data)[:cut])  # no copy of the aligned part
 
-    def _decode(self, text: bytes) -> None:
+    def _decode(self, text: bytes | memoryview) -> None:
         try:
             raw = binascii.a2b_base64(text, strict_mode=True)
         except binascii.Error as exc:
             raise self._bad(str(exc)) from None
-        self._padded = text.endswith(b"=")
+        self._padded = text[-1:] == b"="
         self.budget.take(len(raw))
         self._digest.update(raw)
         self._fh.write(raw)
