@@ -1,0 +1,258 @@
+"""Benchmark: one calc through our server's original-protocol routes vs our native API.
+
+One calc with an N MiB input (default 256) and an N MiB result, both random. The mint side is
+driven the way the original clients drive it (add-calcinfo, allow-wait-calc, calc-request,
+calc-params, calc-params-complete, calc-start, calc-end, send-results, end-send, calc-status,
+get-calc-result; files as base64 inside JSON), with our streaming client code
+(`webapi.mintproto`). The native side moves the same files with `webapi.transport` (register,
+PUT input, claim, GET input, finish, PUT result, GET result). Each side gets a fresh server
+subprocess (TLS on 127.0.0.1), so its peak RSS (VmHWM) growth above idle is its own.
+
+    .venv/bin/python bench/mint_compat.py [--size-mib 256]
+
+Prints a table (seconds per transfer, mint/native ratio, server RSS growth) and writes
+bench/results/mint_compat-<timestamp>.json. Exit 1 if the RSS target (<= 64 MiB) is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+import yaml  # noqa: E402
+from _common import format_table, machine_info, write_json  # noqa: E402
+
+from tests.webapi.conftest import _make_tls  # noqa: E402  (a self-signed cert for 127.0.0.1)
+from webapi.auth import UserStore  # noqa: E402
+from webapi.mintproto import (  # noqa: E402
+    JP_STDERR,
+    JP_STDOUT,
+    Base64FileSink,
+    FileB64,
+    MintApi,
+    MintSettings,
+    StreamBody,
+    js,
+)
+from webapi.names import sha256_file  # noqa: E402
+from webapi.transport import Transport, TransportSettings  # noqa: E402
+
+RSS_TARGET_MIB = 64
+SITE, COMMAND = "bench", "copy"
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    ca: Path
+    proc: subprocess.Popen[bytes]
+
+    def hwm_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+
+@contextmanager
+def server(base: Path, tls: tuple[Path, Path]) -> Iterator[Server]:
+    """`extcomp-api serve` in a subprocess with one user and one site."""
+    base.mkdir(parents=True)
+    config = {
+        "listen": "127.0.0.1", "port": 0, "data_dir": str(base / "data"),
+        "users_file": str(base / "users.yml"), "log_file": str(base / "server.log"),
+        "tls": {"cert": str(tls[0]), "key": str(tls[1])}, "threads": 16,
+        "sites": {SITE: {"commands": [COMMAND]}},
+    }  # fmt: skip
+    (base / "config.yml").write_text(yaml.safe_dump(config))
+    token = UserStore(base / "users.yml").add_user("bench").token
+    argv = [sys.executable, "-m", "webapi.cli", "serve", "--config", str(base / "config.yml")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        url = ""
+        while not url and time.monotonic() < deadline:
+            time.sleep(0.05)
+            text = (base / "server.log").read_text() if (base / "server.log").exists() else ""
+            if "listening on " in text:
+                url = text.split("listening on ", 1)[1].split()[0]
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}; see {base}/server.log")
+        if not url:
+            raise RuntimeError("server did not start")
+        yield Server(url, token, tls[0], proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def timed(results: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    value = fn()
+    results[name] = time.perf_counter() - start
+    return value
+
+
+def sink(name: str, work: Path) -> Callable[..., Any]:
+    """Decode the base64 string of file `name` (calc-params or get-calc-result) into work/."""
+
+    def pick(path: tuple[str | int, ...], _objects: object) -> Base64FileSink | None:
+        if len(path) >= 2 and path[-2] == name and path[-1] in (0, "content"):
+            return Base64FileSink(work / name, name)
+        return None
+
+    return pick
+
+
+def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
+    """One calc the original clients' way; returns seconds per transfer."""
+    t: dict[str, float] = {}
+    settings = MintSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
+    with MintApi(settings) as api:
+        body = StreamBody([
+            b'{"calc-info": {"command": ' + js(COMMAND) + b', "remote-site": ' + js(SITE)
+            + b', "parameters": "", "parameter_files": {"in.bin": ["', FileB64.of(src),
+            b'", "application/octet-stream;", "charset=binary"]}, "result_files": {'
+            + b", ".join(js(n) + b': {"content": "", "mimetype1": "", "mimetype2": ""}'
+                         for n in ("out.bin", JP_STDOUT, JP_STDERR)) + b"}}}",
+        ])  # fmt: skip
+        add = timed(
+            t, "workflow → server: input", lambda: api.call("POST", "add-calcinfo", body=body)
+        )
+        aid = add["accept_id"]
+        api.call("POST", "allow-wait-calc", doc={"accept_id": aid})
+        assert api.call("GET", "calc-request", params={"site_id": SITE})["accept_id"] == aid
+        ids = {"accept_id": aid, "site_id": SITE}
+
+        params = lambda: api.get_stream("calc-params", ids, sink("in.bin", work))  # noqa: E731
+        timed(t, "server → poller: input", params)
+        for step in ("calc-params-complete", "calc-start"):
+            api.call("POST", step, doc=ids)
+        api.call("POST", "calc-end", doc={**ids, "result": "calc end"})
+        empty = b'", "mimetype1": "text/plain;", "mimetype2": "charset=us-ascii"}'
+        body = StreamBody([
+            b'{"accept_id": ' + js(aid) + b', "site_id": ' + js(SITE)
+            + b', "result_files": {"out.bin": {"content": "', FileB64.of(result),
+            b'", "mimetype1": "application/octet-stream;", "mimetype2": "charset=binary"}, '
+            + js(JP_STDOUT) + b': {"content": "' + empty + b", " + js(JP_STDERR)
+            + b': {"content": "' + empty + b"}}",
+        ])  # fmt: skip
+        timed(t, "poller → server: result", lambda: api.call("POST", "send-results", body=body))
+        api.call("POST", "end-send", doc={**ids, "result": "end send"})
+        assert api.call("GET", "calc-status", params={"accept_id": aid})["message"] == \
+            "status:completed"  # fmt: skip
+        timed(t, "server → workflow: result", lambda: api.get_stream(
+            "get-calc-result", {"accept_id": aid}, sink("out.bin", work),
+            doc={"accept_id": aid}))  # fmt: skip
+    for name, want in (("in.bin", src), ("out.bin", result)):
+        if (work / name).stat().st_size != want.stat().st_size:
+            raise RuntimeError(f"mint: {name} came back with the wrong size")
+    return t
+
+
+def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
+    """The same calc through /api/v1 with our transport (raw bytes, Range/resume, sha256)."""
+    t: dict[str, float] = {}
+    api = Transport(TransportSettings(url=srv.url, token=srv.token, ca_file=srv.ca,
+                                      read_timeout=600))  # fmt: skip
+    try:
+        size, digest = src.stat().st_size, sha256_file(src)
+        entry = {"name": "in.bin", "size": size, "sha256": digest}
+        _, calc = api.call("POST", "/api/v1/calcs", json={
+            "site": SITE, "command": COMMAND, "args": [], "inputs": [entry]})  # fmt: skip
+        base = f"/api/v1/calcs/{calc['id']}"
+        timed(t, "workflow → server: input", lambda: api.upload(f"{base}/inputs/in.bin", src))
+        _, claim = api.call("POST", f"/api/v1/sites/{SITE}/claim",
+                            json={"poller": "bench", "wait": 10})  # fmt: skip
+        lease = claim["lease"]["id"]
+        timed(t, "server → poller: input", lambda: api.download(
+            f"{base}/inputs/in.bin", work / "in.bin", size=size, sha256=digest))  # fmt: skip
+        rsize, rdigest = result.stat().st_size, sha256_file(result)
+        api.call("POST", f"{base}/finish", json={"lease": lease, "exit_code": 0, "results": [
+            {"name": "out.bin", "size": rsize, "sha256": rdigest}]})  # fmt: skip
+        timed(t, "poller → server: result", lambda: api.upload(
+            f"{base}/results/out.bin", result, params={"lease": lease}))  # fmt: skip
+        timed(t, "server → workflow: result", lambda: api.download(
+            f"{base}/results/out.bin", work / "out.bin", size=rsize, sha256=rdigest))  # fmt: skip
+    finally:
+        api.close()
+    return t
+
+
+def random_file(path: Path, mib: int) -> Path:
+    with path.open("wb") as fh:
+        for _ in range(mib):
+            fh.write(os.urandom(1 << 20))
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--size-mib", type=int, default=256, help="input and result size (256)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mint-compat-"))
+    try:
+        tls = _make_tls(tmp)
+        src = random_file(tmp / "input.bin", args.size_mib)
+        result = random_file(tmp / "result.bin", args.size_mib)
+        times: dict[str, dict[str, float]] = {}
+        rss: dict[str, dict[str, float]] = {}
+        for kind, run in (("mint", run_mint), ("native", run_native)):
+            with server(tmp / f"srv-{kind}", tls) as srv:
+                warm = Transport(TransportSettings(url=srv.url, ca_file=srv.ca))
+                warm.call("GET", "/healthz", auth=False)
+                warm.close()
+                idle = srv.hwm_kib()
+                work = tmp / f"work-{kind}"
+                work.mkdir()
+                times[kind] = run(srv, src, result, work)
+                peak = srv.hwm_kib()
+                rss[kind] = {"idle_mib": idle / 1024, "peak_mib": peak / 1024,
+                             "growth_mib": (peak - idle) / 1024}  # fmt: skip
+            shutil.rmtree(work)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report(args.size_mib, times, rss)
+
+
+def report(size: int, times: dict[str, dict[str, float]], rss: dict[str, dict[str, float]]) -> int:
+    rows = []
+    for step in times["mint"]:
+        m, n = times["mint"][step], times["native"][step]
+        rows.append([step, f"{m:.2f}", f"{n:.2f}", f"{m / n:.2f}x"])
+    tm, tn = sum(times["mint"].values()), sum(times["native"].values())
+    rows.append(["total transfers", f"{tm:.2f}", f"{tn:.2f}", f"{tm / tn:.2f}x"])
+    print(f"one calc, {size} MiB in + {size} MiB out, server over TLS on 127.0.0.1")
+    print(format_table(["transfer", "mint s", "native s", "mint/native"], rows))
+    print()
+    print(format_table(["server", "idle MiB", "peak MiB", "growth MiB"], [
+        [k, f"{v['idle_mib']:.0f}", f"{v['peak_mib']:.0f}", f"{v['growth_mib']:.0f}"]
+        for k, v in rss.items()]))  # fmt: skip
+    ok = rss["mint"]["growth_mib"] <= RSS_TARGET_MIB
+    print(f"\nmint server RSS growth {rss['mint']['growth_mib']:.0f} MiB "
+          f"(target <= {RSS_TARGET_MIB}): {'ok' if ok else 'MISSED'}; "
+          f"transfer time ratio mint/native {tm / tn:.2f}x")  # fmt: skip
+    path = write_json("mint_compat", {
+        "size_mib": size, "seconds": times, "ratio": round(tm / tn, 3), "server_rss": rss,
+        "rss_target_mib": RSS_TARGET_MIB, "rss_ok": ok,
+        "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot"]),
+    })  # fmt: skip
+    print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
