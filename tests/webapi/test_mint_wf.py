@@ -181,3 +181,26 @@ def test_mint_tools_import_without_server_dependencies() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=30, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+def test_poller_positional_form(tmp_path: Path) -> None:
+    from webapi.errors import ConfigError
+    from webapi.mint_pollcli import build_parser, config_from_args
+
+    def parse(*argv: str) -> object:
+        return config_from_args(build_parser().parse_intermixed_args(list(argv)))
+
+    token_file = tmp_path / "t"
+    cfg, opts = parse("s1", "https://mint.example.org", "-", "--token-file", str(token_file),
+                      "retry:2,5", "no_auth:/ca.pem", "calc_base:/w", "debug",
+                      "--allow", "/opt/run.sh=/opt/run.sh")  # type: ignore[misc]  # fmt: skip
+    assert cfg.url == "https://mint.example.org:50443" and cfg.token_file == token_file
+    assert (cfg.retry.count, cfg.retry.interval) == (2, 5.0)
+    assert cfg.ca_file == Path("/ca.pem") and cfg.verify and opts.debug
+    assert cfg.work_base == Path("/w") and cfg.commands["/opt/run.sh"].argv == ("/opt/run.sh",)
+    cfg, _ = parse("s1", "https://h", "tok", "port:8443", "no_auth")  # type: ignore[misc]
+    assert cfg.url == "https://h:8443" and not cfg.verify and cfg.token == "tok"
+    for bad in (["s1", "https://h:1", "t", "port:2"], ["s1", "https://h", "-"],
+                ["s1", "https://h", "t", "bogus"], ["s1", "https://h"]):  # fmt: skip
+        with pytest.raises(ConfigError):
+            parse(*bad)
