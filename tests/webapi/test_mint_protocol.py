@@ -124,6 +124,9 @@ def test_tokens_and_sites_are_bound(env: MintEnv) -> None:
     mia = env.poller()
     mia.ignore_next = False
     assert mia.request() == accept_id
+    log = env.server.log_path.read_text()
+    assert "calc-request 200 user=mia" in log
+    assert not any(token in log for token in env.tokens.values())  # never a token in the log
 
 
 def test_first_offer_ignored_is_offered_again(env: MintEnv) -> None:
