@@ -192,3 +192,15 @@ def test_native_and_original_interfaces_share_calcs(env: MintEnv, tmp_path: Path
     aid = wf.submit("sample", {"in.txt": b"z"}, ["out.txt"])
     calc, _lease = api.claimed(site=SITE)
     assert calc["id"] == calc_id_of(str(aid)) and calc["command"] == "sample"
+
+
+def test_status_of_unknown_calcs_still_has_a_colon(env: MintEnv) -> None:
+    wf = env.wf()
+    for route in ("calc-status", "calc-progress"):
+        for aid in ("01234567-89ab-4def-8123-456789abcdef", "not-an-id", ""):
+            resp = wf.call("GET", route, params={"accept_id": aid})
+            first = wf.first(resp)
+            assert resp.status_code == 404 and first["code"] == 404
+            assert first["message"].split(":")[1] == "unknown", first
+    resp = wf.call("GET", "get-calc-result", params={"accept_id": "x"}, json={"accept_id": "x"})
+    assert resp.status_code == 404 and ":" in wf.first(resp)["message"]

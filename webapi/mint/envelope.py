@@ -122,6 +122,8 @@ def mint_route(
                 status, message = exc.status, exc.message
                 if status_word and not message.startswith("status:"):
                     message = f"status:error: {message}"
+                elif not status_word and not message.startswith(f"{name}:"):
+                    message = f"{name}: {message}"  # says which call, and has a colon
                 result = failure(status, message, error=exc.code)
             except ConfigError as exc:
                 log.error("%s: %s", name, exc)
