@@ -41,6 +41,10 @@ class Conflict(ApiError):
     code, status = "conflict", 409
 
 
+class LengthRequired(ApiError):
+    code, status = "length_required", 411
+
+
 class TooLarge(ApiError):
     code, status = "too_large", 413
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import bottle
 
-from webapi.errors import ApiError, BadRequest, Forbidden, TooLarge
+from webapi.errors import ApiError, BadRequest, Forbidden, LengthRequired, TooLarge
 
 if TYPE_CHECKING:
     from webapi.auth import Principal, UserStore
@@ -88,6 +88,10 @@ def route(
             except ApiError as exc:
                 status, body = exc.status, exc.to_json()
                 result = (status, body)
+                if "chunked" in bottle.request.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                    # The unread chunked body would be taken for the next request on this
+                    # keep-alive connection: end the connection with this answer.
+                    bottle.response.set_header("Connection", "close")
             except Exception:
                 log.exception("unhandled error in %s %s", method, bottle.request.path)
                 result = (
@@ -141,21 +145,28 @@ def read_json(required: bool = True) -> dict[str, Any]:
     return doc
 
 
-def body_stream() -> tuple[BinaryIO, int | None]:
-    """The raw request body and its declared length (None for chunked transfer)."""
+def body_stream() -> tuple[BinaryIO, int]:
+    """The raw request body and its declared length.
+
+    A chunked body is refused: cheroot reads each chunk whole into memory, whatever its size, so
+    one huge chunk could exhaust the server. A Content-Length body is streamed to disk in pieces.
+    """
     env = bottle.request.environ
-    cl = env.get("CONTENT_LENGTH")
-    if cl:
-        try:
-            length = int(cl)
-        except ValueError:
-            raise BadRequest("Content-Length is not a number") from None
-        if length < 0:
-            raise BadRequest("Content-Length is negative")
-        return env["wsgi.input"], length
     if "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return env["wsgi.input"], None
-    return env["wsgi.input"], 0
+        raise LengthRequired(
+            "send file bodies with a Content-Length, not chunked: the server "
+            "streams them to disk, and resumes with ?offset=N"
+        )
+    cl = env.get("CONTENT_LENGTH")
+    if not cl:
+        return env["wsgi.input"], 0
+    try:
+        length = int(cl)
+    except ValueError:
+        raise BadRequest("Content-Length is not a number") from None
+    if length < 0:
+        raise BadRequest("Content-Length is negative")
+    return env["wsgi.input"], length
 
 
 def query_int(name: str, default: int | None = None) -> int:

@@ -210,3 +210,14 @@ def test_unknown_route_and_method(api_server: RunningServer) -> None:
     api = Api(api_server)
     assert api.call("GET", "/api/v1/nothing").json()["error"] == "not_found"
     assert api.call("DELETE", "/api/v1/calcs").status_code == 405
+
+
+def test_chunked_upload_is_refused_with_411(api_server: RunningServer) -> None:
+    """cheroot holds a whole chunk in memory; file bodies must come with a Content-Length."""
+    api = Api(api_server)
+    calc = api.register({"in.txt": b"hello"})
+    # A generator body: requests sends it chunked.
+    resp = api.call("PUT", f"/api/v1/calcs/{calc['id']}/inputs/in.txt", data=iter([b"hel", b"lo"]))
+    assert resp.status_code == 411
+    assert resp.json()["error"] == "length_required" and "Content-Length" in resp.json()["message"]
+    assert api.get(calc["id"])["inputs"][0]["received"] == 0
