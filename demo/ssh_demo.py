@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from runner import HostSpec, StepSpec, run_step
-from runner.driver import check_host
+from runner.check import check_host
 from runner.progress import Progress
 from runner.record import StepStore
 from tests.fixtures.sshd import start_sshd, stop_sshd

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runner import driver
+from runner.check import check_host
 from runner.errors import EXIT_CODES, StepError, UsageError
 from runner.mint_exec import mint_spec
 from runner.progress import Progress
@@ -220,7 +221,7 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
         known_hosts=Path(ns.known_hosts).expanduser() if ns.known_hosts else None,
         inventory=Path(ns.inventory).expanduser() if ns.inventory else None,
     )
-    report = driver.check_host(
+    report = check_host(
         host,
         helper=ns.helper or DEFAULT_HELPER,
         entry=ns.entry,

@@ -12,9 +12,8 @@ import os
 import random
 import shutil
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ from runner.errors import (
 )
 from runner.events import TaskDone
 from runner.progress import Progress
-from runner.record import StepRecord, StepStore, spec_to_dict
-from runner.steps import PHASES, HostSpec, Outcome, Phase, StepResult, StepSpec
+from runner.record import StepRecord, StepStore
+from runner.steps import PHASES, Outcome, Phase, StepResult, StepSpec
 
 log = logging.getLogger(__name__)
 WAIT_SLICE_S = 30  # one `wait` call blocks on the host up to this long
@@ -333,70 +332,3 @@ def remote_status(step_id: str, *, store: StepStore | None = None) -> StepRecord
     drv = StepDriver(store, store.load(step_id))
     drv.run_tags(("status",))
     return drv.record
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    ok: bool
-    lines: tuple[tuple[str, bool, str], ...]
-
-
-def check_host(
-    host: HostSpec,
-    *,
-    helper: str,
-    entry: str,
-    remote_base: str | None,
-    store: StepStore | None = None,
-) -> CheckReport:
-    """Can we connect, is the helper there, is rsync there, is the entry script there."""
-    store = store or StepStore()
-    spec = StepSpec(
-        host=host,
-        results_dir=Path("."),
-        helper=helper,
-        entry=entry,
-        remote_base=remote_base,
-        name="check",
-    )
-    spec.validate()
-    record = StepRecord(
-        f"check-{uuid.uuid4().hex[:12]}", spec_to_dict(spec), str(uuid.uuid4()), time.time()
-    )
-    store.step_dir(record.step_id).mkdir(parents=True, mode=0o700)
-    store.save(record)
-    driver = StepDriver(store, record)
-    lines: list[tuple[str, bool, str]] = []
-    started = time.monotonic()
-    try:
-        done = driver.run_tags(["check"])
-    except StepError as exc:
-        connected = record.connected or exc.exit_code in (127, 254)
-        lines.append(("connect", connected, host.label() if connected else exc.reason))
-        if connected:
-            lines.append(("helper", False, exc.reason))
-        return CheckReport(False, tuple(lines))
-    finally:
-        shutil.rmtree(store.step_dir(record.step_id), ignore_errors=True)
-    info = next((d.answer for d in done if d.phase == "check"), {})
-    lines.append(("connect", True, f"{host.label()} ({time.monotonic() - started:.2f} s)"))
-    lines.append(
-        (
-            "helper",
-            True,
-            f"extcomp-remote {info.get('version')} "
-            f"(python {info.get('python')}{', gated' if info.get('gated') else ''})",
-        )
-    )
-    lines.append(("rsync", bool(info.get("rsync")), info.get("rsync_version") or "not found"))
-    entry_ok = bool(info.get("entry_executable"))
-    entry_note = "" if entry_ok else (" not executable" if info.get("entry_exists") else " missing")
-    lines.append(("entry", entry_ok, f"{info.get('entry')}{entry_note}"))
-    lines.append(
-        (
-            "base",
-            bool(info.get("base_writable")),
-            f"{info.get('base')} ({(info.get('base_free_bytes') or 0) / 2**30:.1f} GiB free)",
-        )
-    )
-    return CheckReport(all(ok for _, ok, _ in lines), tuple(lines))
