@@ -10,7 +10,6 @@ memory stays a few MiB whatever the file sizes. The bearer token never appears i
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from webapi.errors import BadRequest, TransportError
+from webapi.mint.b64 import Base64Decoder, b64_length, encode_blocks
 from webapi.mint.jsonstream import JsonError, SinkFor, StreamParser
 from webapi.names import check_name
 from webapi.transport import RETRY_STATUSES, BearerAuth
@@ -36,8 +36,6 @@ PREFIX = "/mi-distcomp-api/"
 DEFAULT_PORT = 50443
 # The two result names the original workflow client always asks for: stdout and stderr.
 JP_STDOUT, JP_STDERR = "計算標準出力.txt", "計算標準エラー出力.txt"
-# Base64 of a multiple of 3 bytes has no padding, so encoded blocks join into one string.
-ENCODE_CHUNK = 3 * 256 * 1024
 
 
 class BadContent(ValueError):
@@ -80,10 +78,6 @@ def bare_name(name: str, what: str) -> str:
 def js(value: Any) -> bytes:
     """A JSON value as UTF-8 bytes (non-ASCII kept, as the original sent it)."""
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
-def b64_length(size: int) -> int:
-    return 4 * ((size + 2) // 3)
 
 
 # -- request bodies --------------------------------------------------------------------------
@@ -131,18 +125,8 @@ class StreamBody:
 
 
 def _encode_file(piece: FileB64) -> Iterator[bytes]:
-    left = piece.size
     with piece.path.open("rb") as fh:
-        while left > 0:
-            want = min(ENCODE_CHUNK, left)
-            block = fh.read(want)
-            while len(block) < want:  # short read: top up so only the last block is padded
-                more = fh.read(want - len(block))
-                if not more:
-                    raise OSError(f"{piece.path}: the file shrank while it was being sent")
-                block += more
-            left -= len(block)
-            yield binascii.b2a_base64(block, newline=False)
+        yield from encode_blocks(fh, piece.size, str(piece.path))
 
 
 # -- answer bodies ---------------------------------------------------------------------------
@@ -155,50 +139,25 @@ class DecodedFile:
     sha256: str
 
 
-class Base64FileSink:
-    """Decode one base64 JSON string into a new file, 4-character-aligned, strict alphabet."""
+class Base64FileSink(Base64Decoder):
+    """Decode one base64 JSON string into a new file (synced to disk when the string ends)."""
 
     def __init__(self, path: Path, label: str) -> None:
+        super().__init__()
         self.path, self.label = path, label
         path.unlink(missing_ok=True)
         self._fh: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed in close()/abort()
         self._digest = hashlib.sha256()
-        self._rest = b""
-        self._padded = False
-        self.size = 0
 
     def _bad(self, why: str) -> BadContent:
         return BadContent(f"{self.label}: the content is not valid base64 ({why})")
 
-    def write(self, data: bytes) -> None:
-        if b"\n" in data or b"\r" in data:
-            data = data.translate(None, b"\r\n")  # MIME-style line breaks are harmless
-        if not data:
-            return
-        if self._padded:
-            raise self._bad("data after the '=' padding")
-        data = self._rest + data
-        cut = len(data) - len(data) % 4
-        self._rest = data[cut:]
-        if cut:
-            self._decode(data[:cut])
-
-    def _decode(self, text: bytes) -> None:
-        try:
-            raw = binascii.a2b_base64(text, strict_mode=True)
-        except binascii.Error as exc:
-            raise self._bad(str(exc)) from None
-        self._padded = text.endswith(b"=")
+    def _emit(self, raw: bytes) -> None:
         self._digest.update(raw)
         self._fh.write(raw)
-        self.size += len(raw)
 
     def close(self) -> DecodedFile:
-        if self._rest:
-            if len(self._rest) == 1 or self._padded:
-                raise self._bad("its length does not fit base64")
-            self._decode(self._rest + b"=" * (4 - len(self._rest)))
-            self._rest = b""
+        self.finish()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()

@@ -3,7 +3,6 @@ bodies that carry files as base64, streamed from disk with an exact Content-Leng
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import hashlib
 import json
@@ -18,10 +17,10 @@ from typing import Any, BinaryIO
 from webapi.atomic import TMP_PREFIX
 from webapi.errors import BadRequest, TooLarge
 from webapi.http import Stream
+from webapi.mint.b64 import Base64Decoder, encode_blocks
+from webapi.mint.b64 import b64_length as b64_length  # routes take it with the answer tools
 from webapi.mint.jsonstream import JsonError, SinkFor, StreamParser
 
-# Base64 of a multiple of 3 bytes has no padding, so chunks can be joined into one string.
-ENCODE_CHUNK = 3 * 64 * 1024
 FLUSH_BYTES = 64 * 1024
 
 
@@ -49,51 +48,25 @@ class Budget:
             )
 
 
-class Base64Sink:
-    """Decode one base64 JSON string into a file: 4-character-aligned pieces, strict alphabet."""
+class Base64Sink(Base64Decoder):
+    """Decode one base64 JSON string into a staged file, counted against the request's budget."""
 
     def __init__(self, path: Path, budget: Budget, label: str) -> None:
+        super().__init__()
         self.path, self.budget, self.label = path, budget, label
         self._fh: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed in close()/abort()
         self._digest = hashlib.sha256()
-        self._rest = b""
-        self._padded = False
-        self.size = 0
 
     def _bad(self, why: str) -> BadRequest:
         return BadRequest(f"{self.label}: the content is not valid base64 ({why}); nothing stored")
 
-    def write(self, data: bytes) -> None:
-        if b"\n" in data or b"\r" in data:
-            data = data.translate(None, b"\r\n")  # MIME-style line breaks are harmless
-        if not data:
-            return
-        if self._padded:
-            raise self._bad("data after the '=' padding")
-        if self._rest:
-            data = self._rest + data
-        cut = len(data) - len(data) % 4
-        self._rest = bytes(data[cut:])
-        if cut:
-            self._decode(memoryview(data)[:cut])  # no copy of the aligned part
-
-    def _decode(self, text: bytes | memoryview) -> None:
-        try:
-            raw = binascii.a2b_base64(text, strict_mode=True)
-        except binascii.Error as exc:
-            raise self._bad(str(exc)) from None
-        self._padded = text[-1:] == b"="
+    def _emit(self, raw: bytes) -> None:
         self.budget.take(len(raw))
         self._digest.update(raw)
         self._fh.write(raw)
-        self.size += len(raw)
 
     def close(self) -> StagedFile:
-        if self._rest:
-            if len(self._rest) == 1 or self._padded:
-                raise self._bad("its length does not fit base64")
-            self._decode(self._rest + b"=" * (4 - len(self._rest)))  # tolerate missing padding
-            self._rest = b""
+        self.finish()
         self._fh.close()
         return StagedFile(self.path, self.size, self._digest.hexdigest())
 
@@ -159,27 +132,12 @@ def js(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def b64_length(size: int) -> int:
-    return 4 * ((size + 2) // 3)
-
-
 def _encode_file(piece: FilePiece) -> Iterator[bytes]:
     fh, size = piece.opener()
     with contextlib.closing(fh):
         if size != piece.size:
             raise OSError(f"file changed size ({size} != {piece.size} bytes)")
-        left = size
-        while left > 0:
-            block = fh.read(min(ENCODE_CHUNK, left))
-            while len(block) % 3 and len(block) < left:  # short read: top up to a multiple of 3
-                more = fh.read(min(ENCODE_CHUNK, left) - len(block))
-                if not more:
-                    break
-                block += more
-            if not block:
-                raise OSError("file ended early")
-            left -= len(block)
-            yield binascii.b2a_base64(block, newline=False)
+        yield from encode_blocks(fh, size, "an answer's file")
 
 
 def stream_json(pieces: list[Piece]) -> Stream:
