@@ -24,7 +24,7 @@ from types import FrameType
 
 from webapi.errors import ApiError, ConfigError, TransportError
 from webapi.mintproto import DEFAULT_PORT, with_port
-from webapi.pollconfig import PollerConfig, load_config, parse_command, parse_config, parse_retry
+from webapi.pollconfig import PollerConfig, load_config, parse_config, parse_retry, with_allowed
 
 log = logging.getLogger("extcomp-poller")
 EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 254, 255
@@ -126,12 +126,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[PollerConfig, Options]:
         )  # fmt: skip
     else:
         config = dataclasses.replace(config, state_dir=_default_state_dir(site))
-    commands = dict(config.commands)
-    for item in args.allow:
-        name, sep, program = item.partition("=")
-        if not sep or not name or not program:
-            raise ConfigError(f"--allow {item!r}: expected NAME=PROGRAM")
-        commands[name] = parse_command(name, [program], f"--allow {name}")
+    commands = with_allowed(config.commands, args.allow)
     return dataclasses.replace(
         config,
         commands=commands,

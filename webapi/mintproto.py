@@ -28,7 +28,7 @@ from webapi.errors import BadRequest, TransportError
 from webapi.mint.b64 import Base64Decoder, b64_length, encode_blocks
 from webapi.mint.jsonstream import JsonError, SinkFor, StreamParser
 from webapi.names import check_name
-from webapi.transport import RETRY_STATUSES, BearerAuth
+from webapi.transport import RETRY_STATUSES, BearerAuth, send, short_reason
 
 log = logging.getLogger(__name__)
 
@@ -252,14 +252,7 @@ class MintApi:
 
     def _send(self, method: str, name: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", (self.settings.connect_timeout, self.settings.read_timeout))
-        try:
-            return self.session.request(method, self.base + name, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise TransportError(f"TLS failure talking to {self.settings.url}: {exc}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransportError(f"cannot reach {self.settings.url}: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise TransportError(f"{name} failed: {_short(exc)}") from None
+        return send(self.session, method, self.base + name, self.settings.url, **kwargs)
 
     def call(
         self, method: str, name: str, *, params: Mapping[str, str] | None = None,
@@ -295,10 +288,9 @@ class MintApi:
             def read(n: int) -> bytes:
                 try:
                     return bytes(resp.raw.read(n, decode_content=True))
-                except (requests.RequestException, OSError, ValueError) as exc:
-                    raise TransportError(f"{name}: the answer broke off: {_short(exc)}") from None
-                except Exception as exc:  # urllib3's ProtocolError and friends
-                    raise TransportError(f"{name}: the answer broke off: {_short(exc)}") from None
+                except Exception as exc:  # requests', urllib3's (ProtocolError) and OS errors alike
+                    reason = short_reason(exc)
+                    raise TransportError(f"{name}: the answer broke off: {reason}") from None
 
             try:
                 parsed = StreamParser(read, sink_for).parse()
@@ -308,13 +300,3 @@ class MintApi:
         if not isinstance(parsed, dict):
             raise MintError(f"{name}: the answer is not a JSON object", status=resp.status_code)
         return parsed
-
-
-def _short(exc: BaseException) -> str:
-    inner: BaseException = exc
-    while inner.args and isinstance(inner.args[0], BaseException):
-        inner = inner.args[0]
-    reason = getattr(inner, "reason", None)
-    if isinstance(reason, BaseException):
-        inner = reason
-    return (str(inner) or type(inner).__name__).splitlines()[0][:300]

@@ -104,6 +104,17 @@ def _int(value: Any, where: str, *, minimum: int = 0) -> int:
     return value
 
 
+def with_allowed(commands: Mapping[str, CommandSpec], items: list[str]) -> dict[str, CommandSpec]:
+    """The allow-list plus `--allow NAME=PROGRAM` items given on the command line."""
+    merged = dict(commands)
+    for item in items:
+        name, sep, program = item.partition("=")
+        if not sep or not name or not program:
+            raise ConfigError(f"--allow {item!r}: expected NAME=PROGRAM")
+        merged[name] = parse_command(name, [program], f"--allow {name}")
+    return merged
+
+
 def parse_command(name: str, raw: Any, where: str) -> CommandSpec:
     """One allow-list entry: `{argv: [...], timeout?, executor?, executor_options?}` or an argv."""
     if isinstance(raw, list):

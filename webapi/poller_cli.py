@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from webapi.errors import ApiError, ConfigError, TransportError
-from webapi.pollconfig import PollerConfig, load_config, parse_command, parse_config, parse_retry
+from webapi.pollconfig import PollerConfig, load_config, parse_config, parse_retry, with_allowed
 from webapi.transport import Transport, TransportSettings
 
 log = logging.getLogger("extcomp-poller")
@@ -108,12 +108,7 @@ def config_from_args(args: argparse.Namespace) -> PollerConfig:
                 retry=retry if len(pos) == 4 else config.retry,
             )  # fmt: skip
     assert config is not None
-    commands = dict(config.commands)
-    for item in args.allow:
-        name, sep, program = item.partition("=")
-        if not sep or not name or not program:
-            raise ConfigError(f"--allow {item!r}: expected NAME=PROGRAM")
-        commands[name] = parse_command(name, [program], f"--allow {name}")
+    commands = with_allowed(config.commands, args.allow)
     return dataclasses.replace(
         config,
         commands=commands,

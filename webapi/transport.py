@@ -159,14 +159,7 @@ class Transport:
         )
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self.session.request(method, self.base + path, **kwargs)
-        except requests.exceptions.SSLError as exc:
-            raise TransportError(f"TLS failure talking to {self.base}: {_short(exc)}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransportError(f"cannot reach {self.base}: {_short(exc)}") from None
-        except requests.RequestException as exc:
-            raise TransportError(f"request to {self.base} failed: {_short(exc)}") from None
+        return send(self.session, method, self.base + path, self.base, **kwargs)
 
     def call(
         self,
@@ -283,7 +276,7 @@ class Transport:
                     breaks += 1
                     if breaks > self.settings.retries:
                         raise TransportError(
-                            f"download {path} kept breaking: {_short(exc)}"
+                            f"download {path} kept breaking: {short_reason(exc)}"
                         ) from None
                     log.info("download %s broke at %d bytes; resuming", path, written)
 
@@ -308,7 +301,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _short(exc: BaseException) -> str:
+def send(session: requests.Session, method: str, url: str, label: str,
+         **kwargs: Any) -> requests.Response:  # fmt: skip
+    """One request; requests' exceptions become a TransportError with a one-line reason."""
+    try:
+        return session.request(method, url, **kwargs)
+    except requests.exceptions.SSLError as exc:
+        raise TransportError(f"TLS failure talking to {label}: {short_reason(exc)}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransportError(f"cannot reach {label}: {short_reason(exc)}") from None
+    except requests.RequestException as exc:
+        raise TransportError(f"request to {label} failed: {short_reason(exc)}") from None
+
+
+def short_reason(exc: BaseException) -> str:
     """A one-line reason from a requests/urllib3 exception, innermost cause first."""
     inner: BaseException = exc
     while inner.args and isinstance(inner.args[0], BaseException):
