@@ -24,14 +24,15 @@ class Api:
 
     def __init__(self, server: RunningServer, user: str | None = "alice") -> None:
         self.server, self.user = server, user
-        self.session = requests.Session()
-        if user is not None:
-            self.session.headers["Authorization"] = f"Bearer {server.tokens[user]}"
+        # No long-lived Session: its pooled TLS sockets would only be closed by the garbage
+        # collector, in whichever later test that happens (an unraisable ResourceWarning there).
+        self.headers = {"Authorization": f"Bearer {server.tokens[user]}"} if user else {}
 
     def call(self, method: str, path: str, **kw: Any) -> requests.Response:
         # verify= per request: a session's verify loses to REQUESTS_CA_BUNDLE in the environment.
         kw.setdefault("verify", str(self.server.ca_file))
-        resp = self.session.request(method, self.server.url + path, timeout=30, **kw)
+        headers = {**self.headers, **kw.pop("headers", {})}
+        resp = requests.request(method, self.server.url + path, timeout=30, headers=headers, **kw)
         assert "Traceback" not in resp.text and 'File "' not in resp.text
         if resp.status_code >= 400:
             body = resp.json()
