@@ -38,8 +38,10 @@ lint: setup ## ruff, mypy (strict), yamllint, ansible-lint
 	$(BIN)/yamllint -s .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q playbooks $(wildcard roles)
 
-bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/)
+bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/; ~15 min)
 	$(BIN)/python bench/ssh_step.py
+	$(BIN)/python bench/webapi.py
+	$(BIN)/python bench/mint_compat.py
 
 docs: setup ## Regenerate docs/cli.md from the commands' --help
 	$(BIN)/python scripts/gen_cli_docs.py
