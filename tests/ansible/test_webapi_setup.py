@@ -7,8 +7,6 @@ lines the roles print (the ExecStart of their units), as those accounts, and sub
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shlex
 import shutil
@@ -22,10 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.ansible.helpers import (
     PlayResult,
@@ -37,6 +31,7 @@ from tests.ansible.helpers import (
     world_readable_tmpdir,
 )
 from tests.fixtures.sshd import free_port, start_sshd, stop_sshd
+from tests.fixtures.tls import make_tls
 from webapi.client import Client
 from webapi.errors import ApiError
 
@@ -50,38 +45,6 @@ SAMPLE = """#!/bin/sh
 set -eu
 { echo "ran as $(id -un) with: $*"; cat ./*.txt | wc -w; } > result.out
 """
-
-
-def make_tls(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
