@@ -25,9 +25,9 @@ from types import FrameType
 from webapi.errors import ApiError, ConfigError, TransportError
 from webapi.mintproto import DEFAULT_PORT, with_port
 from webapi.pollconfig import PollerConfig, load_config, parse_config, parse_retry, with_allowed
+from webapi.poller_cli import EXIT_USAGE, start_failed
 
 log = logging.getLogger("extcomp-poller")
-EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 254, 255
 USAGE = ("SITE_ID URL TOKEN|login|- [port:N] [retry:N,INTERVAL] [no_auth[:CA]] "
          "[calc_base:DIR] [debug]")  # fmt: skip
 
@@ -161,15 +161,8 @@ def main(argv: list[str]) -> int:
         if not config.commands:
             log.warning("the allow-list is empty: every calc will be refused (use --allow)")
         poller = MintPoller(config, resolve_token(config), poll_interval=args.poll_interval)
-    except ConfigError as exc:
-        sys.stderr.write(f"extcomp-poller: {exc}\n")
-        return EXIT_USAGE
-    except TransportError as exc:
-        sys.stderr.write(f"extcomp-poller: cannot log in: {exc}\n")
-        return EXIT_UNREACHABLE
-    except ApiError as exc:
-        sys.stderr.write(f"extcomp-poller: login refused: {exc.message}\n")
-        return EXIT_REFUSED
+    except (ConfigError, TransportError, ApiError) as exc:
+        return start_failed(exc)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if poller.stop_event.is_set() or not poller.busy:

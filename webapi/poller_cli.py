@@ -28,6 +28,20 @@ from webapi.transport import Transport, TransportSettings
 
 log = logging.getLogger("extcomp-poller")
 EXIT_USAGE = 2
+# As webapi.poller's codes; repeated here so this module does not import the poller loop.
+EXIT_REFUSED, EXIT_UNREACHABLE = 254, 255
+
+
+def start_failed(exc: ConfigError | TransportError | ApiError) -> int:
+    """One line on stderr, and the exit code, for a poller (either protocol) that cannot start."""
+    if isinstance(exc, ConfigError):
+        sys.stderr.write(f"extcomp-poller: {exc}\n")
+        return EXIT_USAGE
+    if isinstance(exc, TransportError):
+        sys.stderr.write(f"extcomp-poller: cannot log in: {exc}\n")
+        return EXIT_UNREACHABLE
+    sys.stderr.write(f"extcomp-poller: login refused: {exc.message}\n")
+    return EXIT_REFUSED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from webapi.poller import EXIT_REFUSED, EXIT_UNREACHABLE, Poller
+    from webapi.poller import Poller
 
     try:
         config = config_from_args(args)
@@ -194,15 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("the allow-list is empty: every calc will be refused")
         token = resolve_token(config)
         poller = Poller(config, token)
-    except ConfigError as exc:
-        sys.stderr.write(f"extcomp-poller: {exc}\n")
-        return EXIT_USAGE
-    except TransportError as exc:
-        sys.stderr.write(f"extcomp-poller: cannot log in: {exc}\n")
-        return EXIT_UNREACHABLE
-    except ApiError as exc:
-        sys.stderr.write(f"extcomp-poller: login refused: {exc.message}\n")
-        return EXIT_REFUSED
+    except (ConfigError, TransportError, ApiError) as exc:
+        return start_failed(exc)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if poller.stop_event.is_set():
