@@ -40,7 +40,7 @@ lint: setup ## ruff, mypy (strict), yamllint, ansible-lint
 
 bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/; ~15 min)
 	$(BIN)/python bench/ssh_step.py
-	$(BIN)/python bench/webapi.py
+	$(BIN)/python bench/webapi_mode.py
 	$(BIN)/python bench/mint_compat.py
 
 docs: setup ## Regenerate docs/cli.md from the commands' --help

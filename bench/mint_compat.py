@@ -34,7 +34,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import yaml  # noqa: E402
 from _common import format_table, machine_info, write_json  # noqa: E402
 
-from tests.webapi.conftest import _make_tls  # noqa: E402  (a self-signed cert for 127.0.0.1)
+from tests.fixtures.tls import make_tls  # noqa: E402
 from webapi.auth import UserStore  # noqa: E402
 from webapi.mintproto import (  # noqa: E402
     JP_STDERR,
@@ -205,7 +205,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mint-compat-"))
     try:
-        tls = _make_tls(tmp)
+        tls = make_tls(tmp)
         src = random_file(tmp / "input.bin", args.size_mib)
         result = random_file(tmp / "result.bin", args.size_mib)
         times: dict[str, dict[str, float]] = {}

@@ -16,9 +16,9 @@ each server in its own subprocess (`extcomp-api serve`), so its memory is its ow
      server), i.e. from the moment a poller was asking and a calc was there; claims per calc id
      are counted (double claims must be 0, none missing)
 
-    .venv/bin/python bench/webapi.py           # full: 1 GiB x3, 30 pickups, 200 pollers/1000 calcs
-    .venv/bin/python bench/webapi.py --quick   # 64 MiB x2, 8 pickups, 50 pollers/200 calcs
-    .venv/bin/python bench/webapi.py --cases b,c
+    .venv/bin/python bench/webapi_mode.py   # full: 1 GiB x3, 30 pickups, 200 pollers/1000 calcs
+    .venv/bin/python bench/webapi_mode.py --quick  # 64 MiB x2, 8 pickups, 50 pollers/200 calcs
+    .venv/bin/python bench/webapi_mode.py --cases b,c
 
 Prints a table and a one-line summary, writes bench/results/webapi-<timestamp>.json with every
 sample and the machine. Exit 1 if a target is missed.
@@ -46,17 +46,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-# This file's name shadows the `webapi` package when bench/ comes first on sys.path (as it does
-# for a script): put the repo root first and bench/ (for _common) last.
-_BENCH = Path(__file__).resolve().parent
-sys.path[:] = [str(_BENCH.parent), *(p for p in sys.path if Path(p or ".").resolve() != _BENCH)]
-sys.path.append(str(_BENCH))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 import requests  # noqa: E402
 import yaml  # noqa: E402
 from _common import Progress, Samples, format_table, machine_info, write_json  # noqa: E402
 
-from tests.webapi.conftest import _make_tls  # noqa: E402  (a self-signed cert for 127.0.0.1)
+from tests.fixtures.tls import make_tls  # noqa: E402
 from webapi.auth import UserStore  # noqa: E402
 from webapi.timefmt import parse_ts  # noqa: E402
 from webapi.transport import Transport, TransportSettings  # noqa: E402
@@ -566,7 +562,7 @@ def main() -> int:
         with ExitStack() as stack:
             tmp = Path(tempfile.mkdtemp(prefix="bench-webapi-"))
             stack.callback(shutil.rmtree, tmp, True)
-            tls = _make_tls(tmp)
+            tls = make_tls(tmp)
             runners = {"a": case_a, "b": case_b, "c": case_c}
             for case in cases:
                 case_dir = tmp / case
