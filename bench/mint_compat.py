@@ -4,7 +4,7 @@ One calc with an N MiB input (default 256) and an N MiB result, both random. The
 driven the way the original clients drive it (add-calcinfo, allow-wait-calc, calc-request,
 calc-params, calc-params-complete, calc-start, calc-end, send-results, end-send, calc-status,
 get-calc-result; files as base64 inside JSON), with our streaming client code
-(`webapi.mintproto`). The native side moves the same files with `webapi.transport` (register,
+(`webapi.mint.client`). The native side moves the same files with `webapi.transport` (register,
 PUT input, claim, GET input, finish, PUT result, GET result). Each side gets a fresh server
 subprocess (TLS on 127.0.0.1), so its peak RSS (VmHWM) growth above idle is its own.
 
@@ -35,18 +35,13 @@ import yaml  # noqa: E402
 from _common import format_table, machine_info, write_json  # noqa: E402
 
 from tests.fixtures.tls import make_tls  # noqa: E402
-from webapi.auth import UserStore  # noqa: E402
-from webapi.mintproto import (  # noqa: E402
-    JP_STDERR,
-    JP_STDOUT,
-    Base64FileSink,
-    FileB64,
-    MintApi,
-    MintSettings,
-    StreamBody,
-    js,
-)
-from webapi.names import sha256_file  # noqa: E402
+from webapi.contract.names import sha256_file  # noqa: E402
+from webapi.mint.client import MintApi, MintSettings  # noqa: E402
+from webapi.mint.codec import bodies  # noqa: E402
+from webapi.mint.codec.b64 import FileSink  # noqa: E402
+from webapi.mint.codec.bodies import FileField, FilePiece, StreamBody, js  # noqa: E402
+from webapi.mint.codec.wire import LOG_NAMES  # noqa: E402
+from webapi.server.auth import UserStore  # noqa: E402
 from webapi.transport import Transport, TransportSettings  # noqa: E402
 
 RSS_TARGET_MIB = 64
@@ -109,9 +104,10 @@ def timed(results: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 def sink(name: str, work: Path) -> Callable[..., Any]:
     """Decode the base64 string of file `name` (calc-params or get-calc-result) into work/."""
 
-    def pick(path: tuple[str | int, ...], _objects: object) -> Base64FileSink | None:
+    def pick(path: tuple[str | int, ...], _objects: object) -> FileSink | None:
         if len(path) >= 2 and path[-2] == name and path[-1] in (0, "content"):
-            return Base64FileSink(work / name, name)
+            (work / name).unlink(missing_ok=True)
+            return FileSink(work / name, name, sync=True)
         return None
 
     return pick
@@ -120,15 +116,16 @@ def sink(name: str, work: Path) -> Callable[..., Any]:
 def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
     """One calc the original clients' way; returns seconds per transfer."""
     t: dict[str, float] = {}
+    empty_log = work / "empty.log"
+    empty_log.write_bytes(b"")
     settings = MintSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
     with MintApi(settings) as api:
-        body = StreamBody([
-            b'{"calc-info": {"command": ' + js(COMMAND) + b', "remote-site": ' + js(SITE)
-            + b', "parameters": "", "parameter_files": {"in.bin": ["', FileB64.of(src),
-            b'", "application/octet-stream;", "charset=binary"]}, "result_files": {'
-            + b", ".join(js(n) + b': {"content": "", "mimetype1": "", "mimetype2": ""}'
-                         for n in ("out.bin", JP_STDOUT, JP_STDERR)) + b"}}}",
-        ])  # fmt: skip
+        binary = ("application/octet-stream;", "charset=binary")
+        body = StreamBody(bodies.calc_info(
+            command=COMMAND, site=SITE, parameters="",
+            files=[FileField("in.bin", FilePiece.of_path(src), *binary)],
+            wanted=["out.bin", *LOG_NAMES],
+        ))  # fmt: skip
         add = timed(
             t, "workflow → server: input", lambda: api.call("POST", "add-calcinfo", body=body)
         )
@@ -142,14 +139,11 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
         for step in ("calc-params-complete", "calc-start"):
             api.call("POST", step, doc=ids)
         api.call("POST", "calc-end", doc={**ids, "result": "calc end"})
-        empty = b'", "mimetype1": "text/plain;", "mimetype2": "charset=us-ascii"}'
-        body = StreamBody([
-            b'{"accept_id": ' + js(aid) + b', "site_id": ' + js(SITE)
-            + b', "result_files": {"out.bin": {"content": "', FileB64.of(result),
-            b'", "mimetype1": "application/octet-stream;", "mimetype2": "charset=binary"}, '
-            + js(JP_STDOUT) + b': {"content": "' + empty + b", " + js(JP_STDERR)
-            + b': {"content": "' + empty + b"}}",
-        ])  # fmt: skip
+        text = ("text/plain;", "charset=us-ascii")
+        fields = [FileField("out.bin", FilePiece.of_path(result), *binary)]
+        fields += [FileField(n, FilePiece.of_path(empty_log), *text) for n in LOG_NAMES]
+        head = b'{"accept_id": ' + js(aid) + b', "site_id": ' + js(SITE) + b', "result_files": '
+        body = StreamBody([head, *bodies.result_files(fields), b"}"])  # fmt: skip
         timed(t, "poller → server: result", lambda: api.call("POST", "send-results", body=body))
         api.call("POST", "end-send", doc={**ids, "result": "end send"})
         assert api.call("GET", "calc-status", params={"accept_id": aid})["message"] == \

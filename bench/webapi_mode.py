@@ -53,8 +53,8 @@ import yaml  # noqa: E402
 from _common import Progress, Samples, format_table, machine_info, write_json  # noqa: E402
 
 from tests.fixtures.tls import make_tls  # noqa: E402
-from webapi.auth import UserStore  # noqa: E402
-from webapi.timefmt import parse_ts  # noqa: E402
+from webapi.contract.timefmt import parse_ts  # noqa: E402
+from webapi.server.auth import UserStore  # noqa: E402
 from webapi.transport import Transport, TransportSettings  # noqa: E402
 
 MIB = 1 << 20
@@ -303,7 +303,7 @@ def case_b(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         (tmp / "poller.yml").write_text(yaml.safe_dump(pconf))
         poller_bin = Path(sys.executable).parent / "extcomp-poller"
         argv = [str(poller_bin)] if poller_bin.exists() else [sys.executable, "-m",
-                                                               "webapi.poller_cli"]  # fmt: skip
+                                                               "webapi.poller.cli"]  # fmt: skip
         plog = (tmp / "poller.log").open("wb")
         poller = subprocess.Popen([*argv, "--config", str(tmp / "poller.yml")],
                                   stdout=plog, stderr=plog)  # fmt: skip

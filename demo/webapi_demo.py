@@ -49,7 +49,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
 
 def run(var_dir: Path) -> int:
     """Run the demo with all its files under `var_dir`; return 0 on success."""
-    from webapi.client import Client
+    from webapi.client.client import Client
 
     base = (var_dir / "webapi-demo").resolve()
     if base.exists():
@@ -94,7 +94,7 @@ def run(var_dir: Path) -> int:
         }))  # fmt: skip
         with (base / "poller" / "poller.log").open("wb") as poller_log:
             poller = subprocess.Popen(
-                [sys.executable, "-m", "webapi.poller_cli", "--config", str(poller_cfg)],
+                [sys.executable, "-m", "webapi.poller.cli", "--config", str(poller_cfg)],
                 env=env, stdout=poller_log, stderr=poller_log,
             )  # fmt: skip
         print(f"  poller for site {SITE} started (log {base / 'poller' / 'poller.log'})")

@@ -25,7 +25,9 @@ def render() -> str:
     sys.path.insert(0, str(ROOT))
     from runner.cli import build_parser as ssh_parser
     from webapi.cli import build_parser as api_parser
-    from webapi.poller_cli import build_parser as poller_parser
+    from webapi.mint.poller_cli import build_parser as mint_poller_parser
+    from webapi.poller.cli import build_cleanup_parser
+    from webapi.poller.cli import build_parser as poller_parser
 
     out = [
         "# Command-line reference",
@@ -34,7 +36,7 @@ def render() -> str:
         "a test fails when this file and the commands disagree.",
         "",
     ]
-    for build in (ssh_parser, api_parser, poller_parser):
+    for build in (ssh_parser, api_parser, poller_parser, mint_poller_parser, build_cleanup_parser):
         for parser in _walk(build()):
             out += [f"## `{parser.prog}`", "", "```text", parser.format_help().rstrip(), "```", ""]
     return "\n".join(out)

@@ -1,4 +1,6 @@
-"""WebAPI mode (pull): API server, YAML job store, poller and workflow-side client.
+"""WebAPI mode (pull), one subpackage per side: `server/` (API server), `store/` (YAML job store),
+`client/` (workflow side), `poller/` (external host), `mint/` (the original MInt protocol on each
+side), over a shared core (`contract/` wire shapes, `calcs`, `errors`, `fs`, `transport`).
 
 The public names are imported lazily so that a poller host, which installs only `requests` and
 PyYAML, never imports the server's dependencies (Bottle, cheroot).
@@ -10,11 +12,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "create_app": "webapi.app",
-    "JobStore": "webapi.store",
-    "YamlJobStore": "webapi.store",
-    "Poller": "webapi.poller",
-    "Client": "webapi.client",
+    "create_app": "webapi.server.app",
+    "JobStore": "webapi.store.base",
+    "YamlJobStore": "webapi.store.yaml_store",
+    "Poller": "webapi.poller.loop",
+    "Client": "webapi.client.client",
+    "CalcView": "webapi.contract.calc",
     "ApiError": "webapi.errors",
     "ConfigError": "webapi.errors",
 }

@@ -1,6 +1,13 @@
-"""Exception hierarchy of WebAPI mode: each error carries a stable code and an HTTP status."""
+"""Exceptions of WebAPI mode and the one table of its commands' exit codes.
+
+Each API error carries a stable code and an HTTP status; `Exit` is what `extcomp-api` and
+`extcomp-poller` exit with.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
 
 
 class ApiError(Exception):
@@ -72,3 +79,49 @@ class ConfigError(Exception):
 
 class TransportError(Exception):
     """The server could not be reached, or the connection broke, even after the retries."""
+
+
+class MalformedAnswer(Exception):
+    """The server's answer does not follow the wire contract (a bug or a wrong server)."""
+
+
+class UsageError(Exception):
+    """Bad command-line input or settings: nothing was sent; exit code 2."""
+
+
+class Exit(IntEnum):
+    """Exit codes of the WebAPI-mode commands; `EXIT_CODES` says what each means."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    TIMEOUT = 124
+    NOT_ALLOWED = 126
+    CANNOT_START = 127
+    INTERRUPTED = 130
+    CANCELLED = 253
+    REFUSED = 254
+    UNREACHABLE = 255
+
+
+EXIT_CODES: dict[Exit, str] = {
+    Exit.OK: "success (the calc succeeded; the poller stopped normally)",
+    Exit.FAILED: "the calc or the command failed without an exit code of its own",
+    Exit.USAGE: "usage or configuration error (nothing was sent)",
+    Exit.TIMEOUT: "the remote program hit its time limit and was stopped",
+    Exit.NOT_ALLOWED: "recorded for a calc whose command is not on the poller's allow-list",
+    Exit.CANNOT_START: "recorded for a calc whose program could not be started",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); the calc goes on on the server",
+    Exit.CANCELLED: "the calc was cancelled",
+    Exit.REFUSED: "refused: token, site, or command not allowed",
+    Exit.UNREACHABLE: "the server could not be reached (after the retries)",
+}
+
+
+def exit_epilog(codes: Iterable[Exit], *, program_codes: bool = False) -> str:
+    """An argparse epilog listing `codes` (use RawDescriptionHelpFormatter)."""
+    lines = ["exit codes:"]
+    if program_codes:
+        lines.append("  0-255  the remote program's own exit code, when it ran")
+    lines += [f"  {int(code):<5}  {EXIT_CODES[code]}" for code in sorted(codes)]
+    return "\n".join(lines)

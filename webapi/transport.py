@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,9 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from webapi import errors
+from webapi.contract.calc import FileAck, LoginGrant
 from webapi.errors import ApiError, ChecksumMismatch, OffsetMismatch, TransportError
+from webapi.fs import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -192,9 +192,9 @@ class Transport:
 
     def upload(
         self, path: str, src: Path, *, offset: int = 0, params: Mapping[str, str] | None = None
-    ) -> Any:
+    ) -> FileAck:
         """Stream `src` from `offset` with PUT …?offset=N; on offset_mismatch resume where the
-        server stands. Returns the server's JSON answer ({"name","received","complete"})."""
+        server stands. Returns the server's acknowledgement."""
         size = src.stat().st_size
         # A few resyncs only: each one means the server told us its real offset.
         for _ in range(4):
@@ -217,35 +217,29 @@ class Transport:
                 with resp:
                     if resp.status_code >= 400:
                         raise error_from_response(resp)
-                    return resp.json() if resp.content else None
+                    try:
+                        return FileAck.from_json(resp.json())
+                    except ValueError:
+                        raise TransportError(f"PUT {path}: the server answered non-JSON") from None
             except OffsetMismatch as exc:
                 log.info("upload %s: server holds %d bytes, resuming there", path, exc.offset)
                 if exc.offset >= size:
                     # The server already holds every byte (an earlier attempt got through).
-                    return {"name": src.name, "received": exc.offset, "complete": True}
+                    return FileAck(src.name, exc.offset, True)
                 offset = exc.offset
         raise TransportError(f"upload of {src.name}: the server's offset kept moving; try again")
 
     def download(self, path: str, dest: Path, *, size: int | None, sha256: str | None) -> Path:
         """Stream a file into a temp file beside `dest`, verify size/sha256, fsync, rename."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".extcomp-", suffix=".part")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                digest = self._stream_into(path, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-                written = fh.tell()
+        with atomic_file(dest) as fh:
+            digest = self._stream_into(path, fh)
+            written = fh.tell()
             if size is not None and written != size:
                 raise ChecksumMismatch(f"{dest.name}: got {written} bytes, expected {size}")
             if sha256 is not None and digest != sha256:
                 raise ChecksumMismatch(f"{dest.name}: sha256 {digest} differs from {sha256}")
-            os.replace(tmp, dest)
-            fsync_dir(dest.parent)
-            return dest
-        finally:
-            tmp.unlink(missing_ok=True)
+        return dest
 
     def _stream_into(self, path: str, fh: Any) -> str:
         digest = hashlib.sha256()
@@ -287,22 +281,9 @@ class _NoAuth(requests.auth.AuthBase):
         return r
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename inside it survives a crash."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def send(session: requests.Session, method: str, url: str, label: str,
-         **kwargs: Any) -> requests.Response:  # fmt: skip
+def send(
+    session: requests.Session, method: str, url: str, label: str, **kwargs: Any
+) -> requests.Response:
     """One request; requests' exceptions become a TransportError with a one-line reason."""
     try:
         return session.request(method, url, **kwargs)
@@ -324,3 +305,11 @@ def short_reason(exc: BaseException) -> str:
         inner = reason
     text = str(inner) or type(inner).__name__
     return text.splitlines()[0][:300]
+
+
+def login(transport: Transport, user: str, password: str) -> LoginGrant:
+    """Exchange an ID and password for a token (the client's and the poller's `login`)."""
+    _, body = transport.call(
+        "POST", "/api/v1/login", json={"user": user, "password": password}, auth=False
+    )
+    return LoginGrant.from_json(body)

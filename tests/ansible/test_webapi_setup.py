@@ -32,7 +32,7 @@ from tests.ansible.helpers import (
 )
 from tests.fixtures.sshd import free_port, start_sshd, stop_sshd
 from tests.fixtures.tls import make_tls
-from webapi.client import Client
+from webapi.client.client import Client
 from webapi.errors import ApiError
 
 pytestmark = [

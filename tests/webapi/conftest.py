@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.fixtures.tls import make_tls
-from webapi.auth import UserStore
+from webapi.server.auth import UserStore
 
 PASSWORDS = {"alice": "alice-pw-Zq8r3Xk", "bob": "bob-pw-Wm2Lp9", "admin": "admin-pw-Tt7Hd4"}
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -126,7 +126,7 @@ def make_api_server(
 def _start_thread(
     config_path: Path, log_path: Path, common: dict[str, Any], stops: list[Callable[[], None]]
 ) -> RunningServer:
-    from webapi.serve import ApiServer
+    from webapi.server.serve import ApiServer
 
     handler = logging.FileHandler(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

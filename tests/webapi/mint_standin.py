@@ -58,7 +58,7 @@ class WfResult:
     files: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-class MintWorkflow(Proto):
+class OriginalWorkflow(Proto):
     """`mi-system-wf.py`: register, allow, wait for the status, then the progress, fetch, write."""
 
     def __init__(self, url: str, site: str, token: str, verify: str | bool) -> None:
@@ -142,7 +142,7 @@ class MintWorkflow(Proto):
         return self.finish(accept_id, workdir, timeout)
 
 
-class MintPoller(Proto):
+class OriginalPoller(Proto):
     """`mi-system-remote.py`: poll calc-request, then params → start → run → end → results."""
 
     def __init__(
@@ -230,14 +230,14 @@ class MintPoller(Proto):
 
 
 class PollerThread:
-    """Run a MintPoller in the background for the length of a `with` block."""
+    """Run a OriginalPoller in the background for the length of a `with` block."""
 
-    def __init__(self, poller: MintPoller) -> None:
+    def __init__(self, poller: OriginalPoller) -> None:
         self.poller = poller
         self.stop = threading.Event()
         self.thread = threading.Thread(target=poller.serve, args=(self.stop,), daemon=True)
 
-    def __enter__(self) -> MintPoller:
+    def __enter__(self) -> OriginalPoller:
         self.thread.start()
         return self.poller
 

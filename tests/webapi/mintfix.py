@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.webapi.conftest import DEFAULT_CONFIG, RunningServer
-from tests.webapi.mint_standin import MintPoller, MintWorkflow
-from webapi.auth import UserStore
+from tests.webapi.mint_standin import OriginalPoller, OriginalWorkflow
+from webapi.server.auth import UserStore
 
 SITE = "mint-a"
 SCRIPTS = {
@@ -29,12 +29,14 @@ class MintEnv:
     commands: dict[str, str]  # script name → the command string on the site's list
     tmp: Path
 
-    def wf(self, user: str = "mia", site: str = SITE) -> MintWorkflow:
-        return MintWorkflow(self.server.url, site, self.tokens[user], str(self.server.ca_file))
+    def wf(self, user: str = "mia", site: str = SITE) -> OriginalWorkflow:
+        return OriginalWorkflow(self.server.url, site, self.tokens[user], str(self.server.ca_file))
 
-    def poller(self, user: str = "mia", site: str = SITE) -> MintPoller:
+    def poller(self, user: str = "mia", site: str = SITE) -> OriginalPoller:
         base = self.tmp / f"calc-base-{user}-{site}-{secrets.token_hex(3)}"
-        return MintPoller(site, self.server.url, self.tokens[user], base, str(self.server.ca_file))
+        return OriginalPoller(
+            site, self.server.url, self.tokens[user], base, str(self.server.ca_file)
+        )
 
 
 def write_scripts(directory: Path) -> dict[str, str]:

@@ -129,7 +129,7 @@ def start_poller(
     token_file.write_text(token)
     token_file.chmod(0o600)
     argv = [
-        sys.executable, "-c", _PEAK, "webapi.poller_cli", "--protocol", "mint", site, url, "-",
+        sys.executable, "-c", _PEAK, "webapi.poller.cli", "--protocol", "mint", site, url, "-",
         f"calc_base:{base / 'work'}", "retry:3,0.3", "--token-file", str(token_file),
         "--state-dir", str(base / "state"), "--poll-interval", "0.1", *extra,
     ]  # fmt: skip

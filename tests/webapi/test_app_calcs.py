@@ -11,7 +11,7 @@ import yaml
 
 from tests.webapi.apihelp import Api, raw_partial_put, sha, snapshot
 from tests.webapi.conftest import RunningServer
-from webapi.auth import UserStore
+from webapi.server.auth import UserStore
 
 
 def test_full_round_trip(api_server: RunningServer) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webapi.auth import UserStore
 from webapi.cli import main
+from webapi.server.auth import UserStore
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from webapi.auth import UserStore, hash_password, verify_password
 from webapi.errors import BadRequest, NotFound, Unauthorized
+from webapi.server.auth import UserStore, hash_password, verify_password
 
 
 def test_token_round_trip_and_only_hash_on_disk(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.webapi.conftest import RunningServer
 from tests.webapi.test_e2e import PollerThread, poller_config
-from webapi.cli_client import main as client_main
-from webapi.client import Client, collect_inputs
+from webapi.cli import main as client_main
+from webapi.client.client import Client, collect_inputs
 
 
 @pytest.fixture
@@ -164,10 +164,10 @@ def test_client_imports_without_server_dependencies() -> None:
     code = (
         "import sys\n"
         "for n in ('bottle', 'cheroot', 'ansible', 'ansible_runner'): sys.modules[n] = None\n"
-        "import webapi.client, webapi.cli_client, webapi.transport, webapi.poller\n"
+        "import webapi.client.client, webapi.client.cli, webapi.transport, webapi.poller.loop\n"
         "from webapi import Client, Poller\n"
         "import argparse\n"
-        "p = argparse.ArgumentParser(); webapi.cli_client.add_client_commands(p.add_subparsers())\n"
+        "p = argparse.ArgumentParser(); webapi.client.cli.add_client_commands(p.add_subparsers())\n"
         "print('ok')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

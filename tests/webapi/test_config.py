@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from webapi.config import ConfigSource, load_config
 from webapi.errors import ConfigError
+from webapi.server.config import ConfigSource, load_config
 
 GOOD = {
     "data_dir": "data",
@@ -68,7 +68,7 @@ def test_reload_keeps_last_good(tmp_path: Path, caplog: pytest.LogCaptureFixture
     assert source.get().lease_seconds == 30
     write(path, {**GOOD, "lease_seconds": 40})
     assert source.get().lease_seconds == 40
-    caplog.set_level(logging.WARNING, logger="webapi.config")
+    caplog.set_level(logging.WARNING, logger="webapi.server.config")
     write(path, {**GOOD, "lease_seconds": "forty"})
     os.utime(path, ns=(1, 1))  # a distinct signature even on coarse clocks
     assert source.get().lease_seconds == 40

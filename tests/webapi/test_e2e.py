@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from tests.webapi.conftest import RunningServer
-from webapi.cli_client import main as client_main
-from webapi.client import Client
-from webapi.pollconfig import PollerConfig, parse_config
-from webapi.poller import Poller
-from webapi.pollstate import StateDir
+from webapi.cli import main as client_main
+from webapi.client.client import Client
+from webapi.poller.cli import make_poller
+from webapi.poller.config import PollerConfig, RunSpec, parse_config
+from webapi.poller.state import StateDir
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = [sys.executable, str(ROOT / "demo" / "sample_program.py")]
@@ -50,7 +50,8 @@ class PollerThread:
     """A real Poller serving in a thread (`once` handles one calc)."""
 
     def __init__(self, config: PollerConfig, *, once: bool = True) -> None:
-        self.poller = Poller(config, config.token or "", poll_interval=0.1)
+        self.poller = make_poller(RunSpec(config), config.token or "")
+        self.poller.supervise_interval = 0.1
         self.code: int | None = None
         self.thread = threading.Thread(target=self._run, args=(once,), daemon=True)
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from webapi.batch import BatchExecutor
-from webapi.executors import LocalExecutor, Outcome, Started, clean_env
-from webapi.pollstate import FileEntry
-from webapi.workdir import WorkDir, cleanup, collect_results
+from webapi.contract.calc import FileEntry
+from webapi.poller.executors import Outcome, Started, clean_env
+from webapi.poller.executors.batch import BatchExecutor
+from webapi.poller.executors.local import LocalExecutor
+from webapi.poller.workdir import WorkDir, cleanup, collect_results
 
 PY = sys.executable
 

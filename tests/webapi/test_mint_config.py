@@ -15,14 +15,14 @@ import yaml
 
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer
-from tests.webapi.mint_standin import MintWorkflow
+from tests.webapi.mint_standin import OriginalWorkflow
 from tests.webapi.mintfix import add_mint_users, make_env, write_scripts
-from webapi.auth import UserStore, token_hash
 from webapi.cli import main
-from webapi.config import load_config, parse_config
 from webapi.errors import BadRequest, ConfigError
-from webapi.mint.ids import accept_id_of, calc_id_of
+from webapi.mint.codec.ids import accept_id_of, calc_id_of
 from webapi.mint.ini import parse_ini
+from webapi.server.auth import UserStore, token_hash
+from webapi.server.config import load_config, parse_config
 
 INI = """[Server]
 ipaddress = 0.0.0.0
@@ -74,7 +74,7 @@ def test_server_takes_sites_from_the_ini_and_follows_edits(
     ini.write_text(INI.format(commands=commands["ok.sh"]))
     server = make_api_server(mint_ini=str(ini))
     tokens = add_mint_users(server)
-    wf = MintWorkflow(server.url, "ini-a", tokens["mia"], str(server.ca_file))
+    wf = OriginalWorkflow(server.url, "ini-a", tokens["mia"], str(server.ca_file))
     assert wf.submit(commands["ok.sh"], {"in.txt": b"x"}, []) is not None
     assert wf.submit(commands["fail.sh"], {"in.txt": b"x"}, []) is None  # not listed yet
     _touch_later(ini, INI.format(commands=f"{commands['ok.sh']} {commands['fail.sh']}"))

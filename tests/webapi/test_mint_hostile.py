@@ -16,9 +16,9 @@ import pytest
 
 from tests.webapi.apihelp import Api, snapshot
 from tests.webapi.conftest import RunningServer
-from tests.webapi.mint_standin import MintPoller
+from tests.webapi.mint_standin import OriginalPoller
 from tests.webapi.mintfix import SITE, MintEnv, make_env
-from webapi.mint.ids import calc_id_of
+from webapi.mint.codec.ids import calc_id_of
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_connection_dropped_mid_body(env: MintEnv) -> None:
     _unchanged(env, before)
 
 
-def _taken(env: MintEnv, poller: MintPoller) -> str:
+def _taken(env: MintEnv, poller: OriginalPoller) -> str:
     aid = env.wf().submit(env.commands["ok.sh"], {"in.txt": b"abc"}, ["out.txt"])
     assert aid is not None
     poller.ignore_next = False
@@ -111,7 +111,7 @@ def _taken(env: MintEnv, poller: MintPoller) -> str:
     return aid
 
 
-def _send(poller: MintPoller, aid: str, files: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _send(poller: OriginalPoller, aid: str, files: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     resp = poller.call("POST", "send-results", json={**poller.ids(aid), "result_files": files})
     return resp.status_code, resp.json()["errors"][0]
 

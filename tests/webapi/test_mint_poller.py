@@ -129,7 +129,7 @@ def test_bad_token_and_unknown_site(
     res = run_wf(fake.url, "nowhere", TOKEN, "sample", "", "o", cwd=tmp_path / "wf")
     assert res.code == 1 and "not registered" in res.stderr
     res = run_wf(fake.url, SITE, TOKEN, "sample", "", "../evil", cwd=tmp_path / "wf")
-    assert res.code == 2 and "bare file name" in res.stderr
+    assert res.code == 2 and "bare name" in res.stderr
     assert not fake.calcs  # nothing registered by any of them
 
 

@@ -13,7 +13,7 @@ from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer
 from tests.webapi.mint_standin import JP_STDERR, JP_STDOUT, PollerThread
 from tests.webapi.mintfix import SITE, MintEnv, make_env
-from webapi.mint.ids import accept_id_of, calc_id_of
+from webapi.mint.codec.ids import accept_id_of, calc_id_of
 
 
 @pytest.fixture

@@ -17,17 +17,17 @@ import requests
 
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer
-from tests.webapi.mint_standin import JP_STDOUT, MintPoller, MintWorkflow
+from tests.webapi.mint_standin import JP_STDOUT, OriginalPoller, OriginalWorkflow
 from tests.webapi.mintfix import SITE, add_mint_users, mint_config, write_scripts
-from webapi.mint.ids import calc_id_of
+from webapi.mint.codec.ids import calc_id_of
 
 
 def _clients(
     server: RunningServer, tokens: dict[str, str], base: Path
-) -> tuple[MintWorkflow, MintPoller]:
+) -> tuple[OriginalWorkflow, OriginalPoller]:
     ca = str(server.ca_file)
-    return (MintWorkflow(server.url, SITE, tokens["mia"], ca),
-            MintPoller(SITE, server.url, tokens["mia"], base, ca))  # fmt: skip
+    return (OriginalWorkflow(server.url, SITE, tokens["mia"], ca),
+            OriginalPoller(SITE, server.url, tokens["mia"], base, ca))  # fmt: skip
 
 
 @pytest.mark.slow

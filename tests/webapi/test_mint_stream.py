@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 
-from webapi.errors import BadRequest, TooLarge
-from webapi.mint import jsonstream
-from webapi.mint.ids import accept_id_of, calc_id_of
-from webapi.mint.jsonstream import JsonError, StreamParser
-from webapi.mint.mime import sniff
-from webapi.mint.payloads import Budget, FilePiece, Staging, stream_json
+from webapi.errors import TooLarge
+from webapi.mint.codec import jsonstream
+from webapi.mint.codec.b64 import BadContent
+from webapi.mint.codec.bodies import FilePiece
+from webapi.mint.codec.ids import accept_id_of, calc_id_of
+from webapi.mint.codec.jsonstream import JsonError, StreamParser
+from webapi.mint.codec.mime import sniff
+from webapi.mint.server.payloads import Budget, Staging, stream_json
 
 DOC = {"a": [1, -2.5e3, True, False, None, 'q"\\/\u00e9\U0001f600\n'], "b": {}, "c": [],
        "計算": "標準", "files": {"x": ["QUJD", "m", "c"]}}  # fmt: skip
@@ -96,7 +98,7 @@ def test_base64_sink(tmp_path: Path, size: int, pieces: int) -> None:
 
 @pytest.mark.parametrize("bad", [b"QUJD!", b"QQ==QUJD", b"Q", b"QUJD QUJD", b"\xff\xfe"])
 def test_base64_sink_refuses_non_base64(tmp_path: Path, bad: bytes) -> None:
-    with pytest.raises(BadRequest, match="not valid base64"):
+    with pytest.raises(BadContent, match="not valid base64"):
         _sink_roundtrip(tmp_path, bad, 2)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from webapi.mint.b64 import ENCODE_CHUNK, Base64Decoder, encode_blocks
-from webapi.mint.jsonstream import JsonError, StreamParser
+from webapi.mint.codec.b64 import ENCODE_CHUNK, Base64Decoder, encode_blocks
+from webapi.mint.codec.jsonstream import JsonError, StreamParser
 
 
 class Collect:
@@ -132,11 +132,8 @@ def test_many_escapes_and_many_strings_stay_linear() -> None:
 # -- base64 ------------------------------------------------------------------------------------
 class Decoded(Base64Decoder):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__("a test string")
         self.out = bytearray()
-
-    def _bad(self, why: str) -> ValueError:
-        return ValueError(f"not valid base64 ({why})")
 
     def _emit(self, raw: bytes) -> None:
         self.out += raw

@@ -23,8 +23,8 @@ from tests.webapi.minthelp import (
     start_wf,
     write_programs,
 )
-from webapi.client import Client
-from webapi.mintproto import with_port
+from webapi.client.client import Client
+from webapi.mint.codec.wire import with_port
 
 SITE = "mint-t"
 
@@ -176,7 +176,7 @@ def test_mint_tools_import_without_server_dependencies() -> None:
     code = (
         "import sys\n"
         "for n in ('bottle', 'cheroot'): sys.modules[n] = None\n"
-        "import webapi.mint_poller, webapi.mint_pollcli, webapi.mint_wf, webapi.cli_client\n"
+        "import webapi.mint.poller, webapi.mint.poller_cli, webapi.mint.wf, webapi.client.cli\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=30, check=False)  # fmt: skip
@@ -185,7 +185,7 @@ def test_mint_tools_import_without_server_dependencies() -> None:
 
 def test_poller_positional_form(tmp_path: Path) -> None:
     from webapi.errors import ConfigError
-    from webapi.mint_pollcli import build_parser, config_from_args
+    from webapi.mint.poller_cli import build_parser, config_from_args
 
     def parse(*argv: str) -> object:
         return config_from_args(build_parser().parse_intermixed_args(list(argv)))

@@ -8,17 +8,17 @@ from pathlib import Path
 import requests
 
 from tests.webapi.conftest import RunningServer
-from webapi.app import create_app
-from webapi.auth import UserStore
-from webapi.config import ConfigSource, ServerConfig
-from webapi.store import YamlJobStore
+from webapi.server.app import create_app
+from webapi.server.auth import UserStore
+from webapi.server.config import ConfigSource, ServerConfig
+from webapi.store.yaml_store import YamlJobStore
 
 
 def test_document_matches_routes(tmp_path: Path) -> None:
     conf = ServerConfig(data_dir=tmp_path, users_file=tmp_path / "users.yml")
     app = create_app(YamlJobStore(tmp_path), ConfigSource.fixed(conf), UserStore(conf.users_file))
     routes = {(r.method.lower(), re.sub(r"<(\w+)(:\w+)?>", r"{\1}", r.rule)) for r in app.routes}
-    from webapi.openapi import openapi_document
+    from webapi.contract.openapi import openapi_document
 
     doc = openapi_document()
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}

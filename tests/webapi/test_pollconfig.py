@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from webapi.errors import ConfigError
-from webapi.pollconfig import Retry, load_config, parse_config, parse_retry
+from webapi.poller.config import Retry, load_config, parse_config, parse_retry
 
 GOOD = """
 site: site-a
@@ -62,11 +62,11 @@ def test_bad_config_says_why(change: dict[str, object], message: str) -> None:
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read poller config"):
+    with pytest.raises(ConfigError, match="cannot read the poller config"):
         load_config(tmp_path / "missing.yml")
     bad = tmp_path / "bad.yml"
     bad.write_text("site: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="invalid YAML at line"):
         load_config(bad)
 
 

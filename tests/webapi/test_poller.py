@@ -17,21 +17,21 @@ import yaml
 
 from tests.webapi.conftest import RunningServer
 from tests.webapi.test_e2e import PollerThread, poller_config, wait_for
-from webapi.client import Client
-from webapi.poller import Poller
-from webapi.pollstate import Phase, StateDir
+from webapi.client.client import Client
+from webapi.poller.native import NativeAdapter
+from webapi.poller.state import Phase, StateDir
 
 # Run the poller with the server's dependencies made unimportable, as on an external host.
 BLOCKED = ("bottle", "cheroot", "ansible", "ansible_runner", "cryptography")
 LAUNCHER = (
     "import sys\n"
     f"for name in {BLOCKED!r}: sys.modules[name] = None\n"
-    "from webapi.poller_cli import main\n"
+    "from webapi.poller.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "leaked = sorted(m for m in sys.modules if m.split('.')[0] in "
     "('bottle', 'cheroot', 'ansible', 'ansible_runner') and sys.modules[m] is not None)\n"
-    "leaked += sorted(m for m in sys.modules if m in ('webapi.app', 'webapi.store', "
-    "'webapi.auth', 'webapi.serve', 'webapi.routes_calcs', 'webapi.routes_poller'))\n"
+    "leaked += sorted(m for m in sys.modules if m.startswith(('webapi.server', 'webapi.store', "
+    "'webapi.mint.server')))\n"
     "assert not leaked, leaked\n"
     "sys.exit(code)\n"
 )
@@ -106,11 +106,11 @@ def test_crash_after_outcome_recorded_resends_not_reruns(
     class Crash(BaseException):
         pass
 
-    def crash(self: Poller, record: Any) -> Any:
+    def crash(self: NativeAdapter, record: Any, wd: Any) -> Any:
         raise Crash  # as if the host died right after writing the outbox
 
     with monkeypatch.context() as m:
-        m.setattr(Poller, "_send_outcome", crash)
+        m.setattr(NativeAdapter, "report", crash)
         m.setattr(threading, "excepthook", lambda args: None)
         calc = client.submit("site-a", "sample", [str(counter), "0"], [])
         PollerThread(config).start().thread.join(20)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from webapi.errors import ConfigError
-from webapi.pollconfig import Retry
-from webapi.poller_cli import build_parser, config_from_args, main, resolve_token
+from webapi.poller.cli import build_parser, config_from_args, main, resolve_token
+from webapi.poller.config import Retry
 
 
 def parse(*argv: str) -> object:

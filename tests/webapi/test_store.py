@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from webapi.calcs import Calc, CalcState, FileEntry
 from webapi.errors import BadRequest, ChecksumMismatch, Conflict, NotFound, OffsetMismatch, TooLarge
-from webapi.jobs import Calc, CalcState, FileEntry
-from webapi.store import NewCalcRequest, SitePolicy, YamlJobStore
+from webapi.store.yaml_store import NewCalcRequest, SitePolicy, YamlJobStore
 
 DATA = b"0123456789" * 1000
 

@@ -133,7 +133,7 @@ def test_upload_resumes_at_server_offset(fake: tuple[str, Script], tmp_path: Pat
         _json(200, {"name": "in.bin", "received": 10, "complete": True}),
     ]
     answer = transport(url).upload("/api/v1/calcs/c/inputs/in.bin", src)
-    assert answer["complete"] is True
+    assert answer.complete is True
     (_, p1, _, b1), (_, p2, h2, b2) = script.seen
     assert p1.endswith("offset=0") and b1 == b"0123456789"
     assert p2.endswith("offset=4") and b2 == b"456789" and h2["Content-Length"] == "6"

@@ -1,5 +1,5 @@
-"""The original MInt distributed-computing protocol (`/mi-distcomp-api/`) served over our store.
+"""The original MInt distributed-computing protocol, on each side it touches.
 
-A translation seam only: every route maps onto the job store, state machine and auth that the
-native API uses (see docs/mint-migration.md); nothing here keeps state of its own.
+`codec/` is pure encoding; `server/` serves its routes over our store; `client`, `wf` and the
+`poller` adapter are our tools that speak it; `ini` reads the original server's config file.
 """

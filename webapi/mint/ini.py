@@ -9,8 +9,7 @@ from pathlib import Path
 import yaml
 
 from webapi.errors import ConfigError
-
-DEFAULT_PORT = 50443
+from webapi.mint.codec.wire import DEFAULT_PORT
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,363 @@
+"""The server's calc record and its state machine, as pure functions.
+
+No IO here; a move the state machine does not allow raises Conflict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from webapi.contract.calc import (
+    CalcState,
+    CalcView,
+    FileEntry,
+    LeaseView,
+)
+from webapi.errors import BadRequest, Conflict, NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    id: str
+    poller: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calc:
+    id: str
+    user: str
+    site: str
+    command: str
+    args: tuple[str, ...]
+    state: CalcState
+    created: float
+    updated: float
+    timeout: int | None = None
+    reason: str | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    inputs: tuple[FileEntry, ...] = ()
+    results: tuple[FileEntry, ...] = ()
+    results_declared: bool = False
+    lease: Lease | None = None
+    request_id: str | None = None
+    queued_at: float | None = None
+    progress: str | None = None
+    # Held by its client: stays registered until released, even with all inputs in (the
+    # original protocol's add-calcinfo / allow-wait-calc split).
+    held: bool = False
+    # Interface-specific registration data kept with the calc (e.g. the original protocol's
+    # parameters and file types); set once at registration, never part of the state machine.
+    meta: dict[str, Any] | None = field(default=None, hash=False)
+
+    def view(self) -> CalcView:
+        """The calc as its owner sees it over HTTP (the lease id stays secret)."""
+        return CalcView(
+            id=self.id,
+            user=self.user,
+            site=self.site,
+            command=self.command,
+            args=self.args,
+            state=self.state,
+            created=self.created,
+            updated=self.updated,
+            reason=self.reason,
+            timeout=self.timeout,
+            attempts=self.attempts,
+            exit_code=self.exit_code,
+            inputs=self.inputs,
+            results=self.results,
+            lease=None if self.lease is None else LeaseView(self.lease.poller, self.lease.expires),
+            progress=self.progress,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The calc.yaml document: everything, lease id included (never sent to owners)."""
+        doc = dataclasses.asdict(self)
+        doc["state"] = str(self.state)
+        doc["args"] = list(self.args)
+        doc["inputs"] = [dataclasses.asdict(f) for f in self.inputs]
+        doc["results"] = [dataclasses.asdict(f) for f in self.results]
+        return doc
+
+    @classmethod
+    def from_record(cls, doc: dict[str, Any]) -> Calc:
+        lease = doc.get("lease")
+        return cls(
+            **{
+                **doc,
+                "state": CalcState(doc["state"]),
+                "args": tuple(doc.get("args") or ()),
+                "inputs": tuple(FileEntry(**f) for f in doc.get("inputs") or ()),
+                "results": tuple(FileEntry(**f) for f in doc.get("results") or ()),
+                "lease": Lease(**lease) if lease else None,
+            }
+        )
+
+    def input(self, name: str) -> FileEntry:
+        return _find(self.inputs, name, "input", self.id)
+
+    def result(self, name: str) -> FileEntry:
+        return _find(self.results, name, "result", self.id)
+
+
+def _find(files: tuple[FileEntry, ...], name: str, kind: str, calc_id: str) -> FileEntry:
+    for f in files:
+        if f.name == name:
+            return f
+    raise NotFound(f"calc {calc_id} declares no {kind} named {name!r}")
+
+
+def _require(calc: Calc, *states: CalcState, action: str) -> None:
+    if calc.state not in states:
+        allowed = ", ".join(str(s) for s in states)
+        raise Conflict(f"cannot {action} calc {calc.id}: it is {calc.state}, not {allowed}")
+
+
+def _all_complete(files: tuple[FileEntry, ...]) -> bool:
+    return all(f.complete for f in files)
+
+
+def new_calc(
+    *,
+    calc_id: str,
+    user: str,
+    site: str,
+    command: str,
+    args: tuple[str, ...],
+    inputs: tuple[FileEntry, ...],
+    timeout: int | None,
+    request_id: str | None,
+    now: float,
+    held: bool = False,
+    meta: dict[str, Any] | None = None,
+) -> Calc:
+    calc = Calc(
+        id=calc_id,
+        user=user,
+        site=site,
+        command=command,
+        args=args,
+        inputs=inputs,
+        state=CalcState.REGISTERED,
+        created=now,
+        updated=now,
+        timeout=timeout,
+        request_id=request_id,
+        held=held,
+        meta=meta,
+    )
+    # Empty files and calcs without inputs need no upload.
+    calc = replace(
+        calc, inputs=tuple(replace(f, received=f.size) if f.size == 0 else f for f in inputs)
+    )
+    return _maybe_queue(calc, now)
+
+
+def settle(calc: Calc, now: float) -> Calc:
+    """Apply the automatic transitions (inputs complete → queued; results complete → final)."""
+    return _maybe_complete(_maybe_queue(calc, now), now)
+
+
+def _maybe_queue(calc: Calc, now: float) -> Calc:
+    if calc.state is CalcState.REGISTERED and not calc.held and _all_complete(calc.inputs):
+        return replace(calc, state=CalcState.QUEUED, queued_at=now, updated=now)
+    return calc
+
+
+def record_input(calc: Calc, name: str, received: int, now: float) -> Calc:
+    """Note that `received` bytes of input `name` are on disk (and verified if complete)."""
+    _require(calc, CalcState.REGISTERED, action="upload inputs of")
+    entry = calc.input(name)
+    if not 0 <= received <= entry.size:
+        raise BadRequest(f"input {name!r}: {received} bytes is beyond its size {entry.size}")
+    if received == entry.received:
+        return calc  # nothing new (e.g. a discarded upload that had nothing recorded)
+    files = tuple(replace(f, received=received) if f.name == name else f for f in calc.inputs)
+    return _maybe_queue(replace(calc, inputs=files, updated=now), now)
+
+
+def release(calc: Calc, *, now: float) -> Calc:
+    """The client lets a held calc go: queued once its inputs are in (repeating is a no-op)."""
+    if not calc.held:
+        return calc
+    _require(calc, CalcState.REGISTERED, action="release")
+    return _maybe_queue(replace(calc, held=False, updated=now), now)
+
+
+def claim(calc: Calc, *, lease_id: str, poller: str, expires: float, now: float) -> Calc:
+    _require(calc, CalcState.QUEUED, action="claim")
+    return replace(
+        calc,
+        state=CalcState.RUNNING,
+        lease=Lease(lease_id, poller, expires),
+        reason=None,
+        updated=now,
+        progress=None,
+    )
+
+
+def check_lease(calc: Calc, lease_id: str) -> None:
+    """Raise Conflict unless `lease_id` is the calc's current lease."""
+    if calc.lease is None or calc.lease.id != lease_id:
+        raise Conflict(
+            f"lease {lease_id!r} is no longer held on calc {calc.id} (it is {calc.state})"
+        )
+
+
+def heartbeat(
+    calc: Calc, *, lease_id: str, expires: float, progress: str | None, now: float
+) -> Calc:
+    check_lease(calc, lease_id)
+    if calc.state is CalcState.CANCELLED:
+        return calc  # the answer tells the poller to stop; nothing to renew
+    _require(calc, CalcState.RUNNING, action="heartbeat")
+    assert calc.lease is not None
+    return replace(
+        calc,
+        lease=replace(calc.lease, expires=expires),
+        updated=now,
+        progress=progress if progress is not None else calc.progress,
+    )
+
+
+def _manifest_key(files: tuple[FileEntry, ...]) -> list[tuple[str, int, str]]:
+    return sorted((f.name, f.size, f.sha256) for f in files)
+
+
+def finish(
+    calc: Calc,
+    *,
+    lease_id: str,
+    exit_code: int,
+    reason: str | None,
+    results: tuple[FileEntry, ...],
+    now: float,
+) -> Calc:
+    """Declare the exit code and result manifest, exactly once (same again is a no-op)."""
+    check_lease(calc, lease_id)
+    if calc.results_declared:
+        if calc.exit_code == exit_code and _manifest_key(calc.results) == _manifest_key(results):
+            return calc
+        raise Conflict(f"calc {calc.id} already declared a different exit code or result list")
+    _require(calc, CalcState.RUNNING, action="finish")
+    files = tuple(replace(f, received=f.size) if f.size == 0 else f for f in results)
+    calc = replace(
+        calc, exit_code=exit_code, reason=reason, results=files, results_declared=True, updated=now
+    )
+    return _maybe_complete(calc, now)
+
+
+def _maybe_complete(calc: Calc, now: float) -> Calc:
+    if calc.state is not CalcState.RUNNING or not calc.results_declared:
+        return calc
+    if not _all_complete(calc.results):
+        return calc
+    if calc.exit_code == 0:
+        return replace(calc, state=CalcState.SUCCEEDED, lease=None, reason=None, updated=now)
+    reason = calc.reason or f"the program exited with code {calc.exit_code}"
+    return replace(calc, state=CalcState.FAILED, lease=None, reason=reason, updated=now)
+
+
+def record_result(calc: Calc, *, lease_id: str, name: str, received: int, now: float) -> Calc:
+    check_lease(calc, lease_id)
+    _require(calc, CalcState.RUNNING, action="upload results of")
+    if not calc.results_declared:
+        raise Conflict(f"calc {calc.id}: declare the results with /finish before uploading them")
+    entry = calc.result(name)
+    if not 0 <= received <= entry.size:
+        raise BadRequest(f"result {name!r}: {received} bytes is beyond its size {entry.size}")
+    if received == entry.received:
+        return calc
+    files = tuple(replace(f, received=received) if f.name == name else f for f in calc.results)
+    return _maybe_complete(replace(calc, results=files, updated=now), now)
+
+
+def cancel(calc: Calc, *, reason: str, now: float) -> Calc:
+    """Cancel a calc that has not finished; a running calc keeps its lease so the poller learns."""
+    if calc.state is CalcState.CANCELLED:
+        return calc
+    _require(calc, CalcState.REGISTERED, CalcState.QUEUED, CalcState.RUNNING, action="cancel")
+    return replace(calc, state=CalcState.CANCELLED, reason=reason, updated=now)
+
+
+def fail(calc: Calc, *, reason: str, now: float) -> Calc:
+    """Admin action: end a calc that has not finished as failed (e.g. a stuck legacy claim)."""
+    _require(calc, CalcState.REGISTERED, CalcState.QUEUED, CalcState.RUNNING, action="fail")
+    return replace(calc, state=CalcState.FAILED, lease=None, held=False, reason=reason, updated=now)
+
+
+def lease_expired(calc: Calc, now: float) -> bool:
+    return calc.state is CalcState.RUNNING and calc.lease is not None and calc.lease.expires <= now
+
+
+def expire_lease(calc: Calc, *, max_attempts: int, now: float) -> Calc:
+    """A lease ran out: back to the queue, or failed once `max_attempts` leases were lost."""
+    _require(calc, CalcState.RUNNING, action="expire the lease of")
+    attempts = calc.attempts + 1
+    poller = calc.lease.poller if calc.lease else "?"
+    if attempts >= max_attempts:
+        return replace(
+            calc,
+            state=CalcState.FAILED,
+            attempts=attempts,
+            lease=None,
+            updated=now,
+            reason=f"lease lost {attempts} times (last poller {poller!r} stopped heartbeating)",
+        )
+    return replace(
+        calc,
+        state=CalcState.QUEUED,
+        attempts=attempts,
+        lease=None,
+        queued_at=now,
+        updated=now,
+        results=(),
+        results_declared=False,
+        exit_code=None,
+        progress=None,
+        reason=f"requeued: poller {poller!r} stopped heartbeating (attempt {attempts})",
+    )
+
+
+def expire_queued(calc: Calc, *, now: float, waited: float) -> Calc:
+    _require(calc, CalcState.QUEUED, action="expire")
+    return replace(
+        calc,
+        state=CalcState.FAILED,
+        updated=now,
+        reason=f"expired in the queue after {int(waited)} s: "
+        f"no poller of site {calc.site!r} claimed it",
+    )
+
+
+def requeue(calc: Calc, *, now: float) -> Calc:
+    """Admin action: run the calc again from its inputs."""
+    if calc.state is CalcState.REGISTERED:
+        raise Conflict(f"calc {calc.id} is still waiting for its inputs; nothing to requeue")
+    calc = replace(
+        calc,
+        state=CalcState.REGISTERED,
+        lease=None,
+        results=(),
+        results_declared=False,
+        exit_code=None,
+        reason="requeued by an admin",
+        progress=None,
+        updated=now,
+    )
+    return _maybe_queue(calc, now)
+
+
+def request_key(request_id: str) -> str:
+    """A file-name-safe key for a client's idempotency `request_id`."""
+    return hashlib.sha256(request_id.encode("utf-8")).hexdigest()
+
+
+def queue_entry(calc: Calc) -> str:
+    """The queue index marker name: sorts by queue time, then id."""
+    return f"{int((calc.queued_at or calc.created) * 1e6):020d}-{calc.id}"

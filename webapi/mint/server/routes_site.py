@@ -1,0 +1,223 @@
+"""Poller-side routes of the original protocol (calc-request … end-send) over our store and leases.
+
+calc-request only offers a calc (the original poller ignores some answers); calc-params claims
+it under a legacy lease; the later calls move its progress; send-results declares and stores the
+results, which ends the calc (succeeded after "calc end", failed after "abnormal").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottle
+
+from webapi.calcs import Calc
+from webapi.contract.calc import CalcState, FileEntry
+from webapi.errors import ApiError, BadRequest, Conflict, Forbidden
+from webapi.mint.codec import bodies
+from webapi.mint.codec.bodies import FileField, FilePiece, Piece
+from webapi.mint.codec.ids import accept_id_of
+from webapi.mint.codec.mime import sniff
+from webapi.mint.codec.wire import LOG_NAMES, NOTHING_TO_DO
+from webapi.mint.server import mapping
+from webapi.mint.server.documents import bare_name, parse_results
+from webapi.mint.server.envelope import Body, failure, mint_route, ok
+from webapi.mint.server.payloads import Budget, Staging, parse_body, stream_json
+from webapi.mint.server.routes_workflow import check_quota_early, find_calc, store_staged
+from webapi.server.auth import Principal
+from webapi.server.config import ServerConfig
+from webapi.server.routing import Deps, Stream
+
+
+def _site(deps: Deps, site: Any) -> tuple[ServerConfig, str]:
+    conf = deps.config.get()  # re-read at calc-request, as the original did
+    if not isinstance(site, str) or site not in conf.sites:
+        raise ApiError(
+            f"unknown site {site!r}: this server serves sites {sorted(conf.sites)}",
+            code="unknown_site",
+            status=400,
+        )
+    return conf, site
+
+
+def _poller_calc(deps: Deps, p: Principal, accept_id: Any, site: Any) -> Calc:
+    """The calc, if it belongs to this poller's user and site (nothing is told otherwise)."""
+    _conf, site = _site(deps, site)
+    calc = find_calc(deps, accept_id)
+    if calc.user != p.user:
+        raise Forbidden(f"calc {accept_id} was registered by another user; not for this token")
+    if calc.site != site:
+        raise Forbidden(f"calc {accept_id} is not a calc of site {site!r}")
+    return calc
+
+
+def _our_lease(calc: Calc) -> str:
+    """The lease id of a calc taken through calc-params; Conflict if it is not (any more)."""
+    aid = accept_id_of(calc.id)
+    if calc.state is CalcState.CANCELLED:
+        raise Conflict(f"calc {aid} was cancelled ({calc.reason}): stop working on it")
+    if calc.state is not CalcState.RUNNING or calc.lease is None:
+        raise Conflict(f"calc {aid} is {calc.state}, not running: take it with calc-params first")
+    if calc.lease.poller != mapping.LEGACY_POLLER:
+        raise Conflict(f"calc {aid} is being run by poller {calc.lease.poller!r}")
+    return calc.lease.id
+
+
+def _advance(deps: Deps, calc: Calc, progress: str) -> Calc:
+    conf = deps.config.current
+    return deps.store.heartbeat(
+        calc.id, _our_lease(calc), progress, mapping.legacy_lease_seconds(conf, calc.site)
+    )
+
+
+def _calc_info_pieces(deps: Deps, calc: Calc) -> list[Piece]:
+    """`{"calc-info": {…}}` as registered, the input files as base64 from disk."""
+    meta = calc.meta or {}
+    types = meta.get("types") or {}
+    files = []
+    for entry in calc.inputs:
+        mime = types.get(entry.name)
+        if mime is None:  # registered through the native API: name its type ourselves
+            fh, _size = deps.store.open_file(calc.id, "inputs", entry.name)
+            with fh:
+                mime = list(sniff(fh, entry.name))
+        piece = FilePiece(entry.size, _opener(deps, calc.id, entry.name)) if entry.size else None
+        files.append(FileField(entry.name, piece, mime[0], mime[1]))
+    wanted = mapping.wanted_results(calc) if calc.meta else list(LOG_NAMES)
+    return bodies.calc_info(
+        command=calc.command,
+        site=calc.site,
+        parameters=meta.get("parameters", ""),
+        files=files,
+        wanted=wanted,
+    )
+
+
+def _opener(deps: Deps, calc_id: str, name: str) -> Any:
+    return lambda: deps.store.open_file(calc_id, "inputs", name)
+
+
+def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
+    store = deps.store
+
+    @mint_route(app, deps, "GET", "calc-request")
+    def calc_request(p: Principal, _body: Body) -> dict[str, Any]:
+        conf, site = _site(deps, bottle.request.query.get("site_id"))
+        fits = mapping.fits_original_poller(conf, site)
+        calc = store.peek(site=site, user=p.user, poller=mapping.LEGACY_POLLER, accept=fits)
+        if calc is None:
+            return failure(NOTHING_TO_DO, f"calc-request: no calc is waiting for site {site}")
+        return ok("calc-request: a calc is waiting", accept_id=accept_id_of(calc.id))
+
+    @mint_route(app, deps, "GET", "calc-params")
+    def calc_params(p: Principal, _body: Body) -> Stream:
+        query = bottle.request.query
+        calc = _poller_calc(deps, p, query.get("accept_id"), query.get("site_id"))
+        if calc.state is CalcState.QUEUED:
+            conf = deps.config.current
+            fits = mapping.fits_original_poller(conf, calc.site)
+            if not fits(calc):
+                raise Conflict(
+                    f"calc {accept_id_of(calc.id)} cannot be run by this poller: it has "
+                    "arguments or its command is no longer on the site's list"
+                )
+            claimed = store.claim(
+                site=calc.site,
+                user=p.user,
+                poller=mapping.LEGACY_POLLER,
+                wait=0,
+                accept=lambda c: c.id == calc.id,
+                lease_seconds=mapping.legacy_lease_seconds(conf, calc.site),
+            )
+            if claimed is None:
+                raise Conflict(f"calc {accept_id_of(calc.id)} was just taken by another poller")
+            calc = claimed
+        else:
+            _our_lease(calc)  # a repeat after a lost answer is fine; anything else is not
+        return stream_json(_calc_info_pieces(deps, calc))
+
+    def step(name: str, progress: str) -> None:
+        @mint_route(app, deps, "POST", name)
+        def handler(p: Principal, body: Body) -> dict[str, Any]:
+            doc = body.json()
+            calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+            _advance(deps, calc, progress)
+            return ok(f"{name}: progress is {progress}")
+
+    step("calc-params-complete", mapping.COMPLETE_SEND)
+    step("calc-start", mapping.RUNNING)
+
+    @mint_route(app, deps, "POST", "calc-end")
+    def calc_end(p: Principal, body: Body) -> dict[str, Any]:
+        doc = body.json()
+        calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+        result = doc.get("result")
+        if result not in ("calc end", "abnormal"):
+            raise BadRequest(
+                f'calc-end: \'result\' must be "calc end" or "abnormal", not {result!r}'
+            )
+        suffix = mapping.ABNORMAL if result == "abnormal" else ""
+        _advance(deps, calc, mapping.CALC_END + suffix)
+        return ok(f"calc-end: status is {'abnormal' if suffix else 'completed'}")
+
+    def ready_for_results(calc: Calc) -> str:
+        lease = _our_lease(calc)
+        if mapping.progress_of(calc) not in (mapping.CALC_END, mapping.GETTING):
+            raise Conflict(
+                f"send-results: calc {accept_id_of(calc.id)} is at {mapping.progress_of(calc)!r}: "
+                "send calc-end first; nothing stored"
+            )
+        return lease
+
+    @mint_route(app, deps, "POST", "send-results")
+    def send_results(p: Principal, body: Body) -> dict[str, Any]:
+        conf = deps.config.get()
+        check_quota_early(body, conf.quota_bytes, "send-results")
+        with Staging(conf.data_dir, Budget(conf.quota_bytes, "send-results")) as staging:
+            checked: list[bool] = []
+
+            def sink_for(path: tuple[str | int, ...], objects: list[dict[str, Any]]) -> Any:
+                if len(path) != 3 or path[0] != "result_files" or path[2] != "content":
+                    return None
+                name = bare_name(path[1], "send-results")
+                top = objects[0] if objects else {}
+                if not checked and "accept_id" in top and "site_id" in top:
+                    # Refuse a wrong-state upload before its files are read.
+                    ready_for_results(_poller_calc(deps, p, top["accept_id"], top["site_id"]))
+                    checked.append(True)
+                return staging.sink(f"result {name!r}")
+
+            doc = parse_body(body.read, sink_for)
+            calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+            ready_for_results(calc)
+            sent = parse_results(doc)
+            abnormal = (calc.progress or "").endswith(mapping.ABNORMAL)
+            calc = _advance(deps, calc, mapping.GETTING + (mapping.ABNORMAL if abnormal else ""))
+            reason = "the program ended abnormally (reported by the original poller)"
+            if sent.missing:
+                reason += "; missing results: " + ", ".join(
+                    f"{n} ({why})" for n, why in sent.missing.items()
+                )
+            manifest = tuple(FileEntry(n, f.size, f.sha256) for n, f in sent.files.items())
+            lease = _our_lease(calc)
+            calc = store.finish(
+                calc.id,
+                lease_id=lease,
+                exit_code=1 if abnormal else 0,
+                reason=reason,
+                results=manifest,
+                quota_bytes=conf.quota_bytes,
+            )
+            store_staged(deps, calc, "results", sent.files, lease)
+        return ok(f"send-results: {len(sent.files)} file(s) stored")
+
+    @mint_route(app, deps, "POST", "end-send")
+    def end_send(p: Principal, body: Body) -> dict[str, Any]:
+        doc = body.json()
+        calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+        if calc.state in (CalcState.SUCCEEDED, CalcState.FAILED):
+            return ok(f"end-send: progress is {mapping.GOT}")
+        _our_lease(calc)
+        raise Conflict(
+            f"end-send: calc {accept_id_of(calc.id)} has no results yet: send-results first"
+        )

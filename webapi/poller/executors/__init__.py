@@ -1,0 +1,82 @@
+"""Start, watch and stop an allow-listed program for one calc: always an argv list, never a shell.
+
+`local` runs the program on this host under `exitwrap` (webapi.poller.executors.local); `slurm`
+and `pbs` hand the same argv to the batch system (webapi.poller.executors.batch). Either way
+the program outlives a killed poller, and its exit file tells a restarted poller how it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from webapi.poller.workdir import WorkDir
+
+# Environment variables the poller may hold that a program must never see.
+_SECRET_PREFIXES = ("EXTCOMP_",)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """How to find a started program again: a local pid or a batch job id."""
+
+    pid: int | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a program ended. `lost` means it vanished without a recorded status."""
+
+    exit_code: int
+    reason: str | None = None
+    lost: bool = False
+
+
+class Executor(Protocol):
+    def start(
+        self,
+        argv: Sequence[str],
+        wd: WorkDir,
+        options: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> Started:
+        """Start `argv` in the work dir; `env` adds variables (e.g. the original's CALC_DIR)."""
+
+    def poll(self, wd: WorkDir, started: Started) -> Outcome | None: ...
+
+    def stop(self, wd: WorkDir, started: Started, grace: float = 5.0) -> None: ...
+
+
+def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The poller's environment minus its secrets (tokens, passwords)."""
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if not k.startswith(_SECRET_PREFIXES)}
+
+
+def read_exit_file(path: Path) -> Outcome | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Outcome(1, "the exit status file is unreadable", lost=True)
+    return Outcome(int(data["exit_code"]), data.get("reason"))
+
+
+def make_executor(name: str) -> Executor:
+    """The executor for a command's `executor:` setting."""
+    if name == "local":
+        from webapi.poller.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name in ("slurm", "pbs"):
+        from webapi.poller.executors.batch import BatchExecutor
+
+        return BatchExecutor(name)
+    raise ValueError(f"unknown executor {name!r}")

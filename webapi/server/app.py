@@ -1,0 +1,107 @@
+"""Build the Bottle WSGI app of the API server (`create_app`), with no module-level state."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+import bottle
+
+from webapi.calcs import Calc
+from webapi.contract.calc import CalcState, LoginGrant
+from webapi.contract.openapi import openapi_document
+from webapi.contract.timefmt import format_ts
+from webapi.errors import BadRequest
+from webapi.mint.server import register_mint_routes
+from webapi.server.auth import Principal, UserStore
+from webapi.server.config import ConfigSource, ServerConfig
+from webapi.server.routes_poller import register_poller_routes
+from webapi.server.routes_workflow import register_calc_routes
+from webapi.server.routing import Deps, json_error_handler, read_json, require_admin, route
+from webapi.store.base import JobStore
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{int(seconds)} s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render_calc(deps: Deps, calc: Calc) -> dict[str, Any]:
+    """The contract's calc object; a queued calc's reason says why it waits."""
+    view = calc.view()
+    if calc.state is CalcState.QUEUED:
+        conf = deps.config.current
+        seen = deps.store.poller_seen(calc.site)
+        if seen is None:
+            why = f"no poller has been seen for site {calc.site}"
+        else:
+            ago = time.time() - seen[1]
+            if ago > conf.poller_absent_seconds:
+                why = f"no poller seen for site {calc.site} for {_ago(ago)}"
+            else:
+                why = f"waiting for a poller of site {calc.site} (last seen {_ago(ago)} ago)"
+        view = replace(view, reason=f"{calc.reason}; {why}" if calc.reason else why)
+    return view.to_json()
+
+
+def _sites_doc(deps: Deps, conf: ServerConfig) -> dict[str, Any]:
+    sites = []
+    now = time.time()
+    for name, site in sorted(conf.sites.items()):
+        seen = deps.store.poller_seen(name)
+        sites.append(
+            {
+                "name": name,
+                "commands": list(site.commands),
+                "lease_seconds": conf.site_lease_seconds(name),
+                "poller_last_seen": None
+                if seen is None
+                else {"poller": seen[0], "at": format_ts(seen[1]), "ago": int(now - seen[1])},
+            }
+        )
+    return {"sites": sites}
+
+
+def create_app(store: JobStore, config_source: ConfigSource, auth: UserStore) -> bottle.Bottle:
+    """A fresh Bottle app serving the HTTP contract of docs/api.md."""
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
+    app.default_error_handler = json_error_handler
+    deps = Deps(store=store, config=config_source, auth=auth)
+
+    @route(app, deps, "GET", "/healthz", public=True)
+    def healthz(_p: None) -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @route(app, deps, "GET", "/api/v1/openapi.json", public=True)
+    def openapi(_p: None) -> dict[str, Any]:
+        return openapi_document()
+
+    @route(app, deps, "POST", "/api/v1/login", public=True)
+    def login(_p: None) -> dict[str, Any]:
+        body = read_json()
+        user, password = body.get("user"), body.get("password")
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise BadRequest("give 'user' and 'password' as strings")
+        new = auth.login(user, password)
+        return LoginGrant(new.token, new.expires).to_json()
+
+    @route(app, deps, "GET", "/api/v1/sites")
+    def sites(p: Principal) -> dict[str, Any]:
+        require_admin(p)
+        return _sites_doc(deps, config_source.get())
+
+    @route(app, deps, "POST", "/api/v1/admin/calcs/<calc_id>/requeue")
+    def requeue(p: Principal, calc_id: str) -> dict[str, Any]:
+        require_admin(p)
+        return render_calc(deps, store.requeue(calc_id))
+
+    register_calc_routes(app, deps, render_calc)
+    register_poller_routes(app, deps, render_calc)
+    # The original MInt protocol over the same store (docs/mint-protocol.md).
+    register_mint_routes(app, deps)
+    return app

@@ -1,0 +1,260 @@
+"""Request/response plumbing shared by the route modules: auth, JSON bodies, errors, streaming."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import bottle
+
+from webapi.errors import ApiError, BadRequest, Forbidden, LengthRequired, TooLarge
+
+if TYPE_CHECKING:
+    from webapi.calcs import Calc
+    from webapi.server.auth import Principal, UserStore
+    from webapi.server.config import ConfigSource
+    from webapi.store.base import JobStore
+
+log = logging.getLogger("webapi.access")
+MAX_JSON_BYTES = 1 << 20
+DRAIN_CHUNKED_BYTES = 1 << 20
+CHUNK = 1 << 20
+
+
+@dataclass
+class Deps:
+    """What route handlers need, passed by closure instead of module globals."""
+
+    store: JobStore
+    config: ConfigSource
+    auth: UserStore
+    long_polls: int = 0
+    long_poll_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A streamed (file) answer."""
+
+    chunks: Iterator[bytes]
+    length: int
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_answer(status: int, body: Any) -> str:
+    bottle.response.status = status
+    bottle.response.content_type = "application/json"
+    return json.dumps(body, ensure_ascii=False)
+
+
+def json_error_handler(err: bottle.HTTPError) -> str:
+    """Bottle's own errors (unknown route, wrong method) as contract JSON, never HTML/trace."""
+    code = {404: "not_found", 405: "bad_request", 413: "too_large"}.get(err.status_code, "internal")
+    if err.status_code == 404:
+        message = (
+            f"no route {bottle.request.method} {bottle.request.path}; see /api/v1/openapi.json"
+        )
+    elif err.status_code == 405:
+        message = f"method {bottle.request.method} is not allowed on {bottle.request.path}"
+    else:
+        message = "internal error; the server log has the details"
+    bottle.response.content_type = "application/json"
+    return json.dumps({"error": code, "message": message})
+
+
+def route(
+    app: bottle.Bottle, deps: Deps, method: str, path: str, *, public: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register `fn(principal, **url_args)`; map its result or ApiError to a JSON answer."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def handler(**kwargs: Any) -> Any:
+            started = time.monotonic()
+            user = "-"
+            try:
+                principal = None
+                if not public:
+                    principal = deps.auth.authenticate(bottle.request.get_header("Authorization"))
+                    user = principal.user
+                result = fn(principal, **kwargs)
+            except ApiError as exc:
+                status, body = exc.status, exc.to_json()
+                result = (status, body)
+                if is_chunked() and not drain_chunked():
+                    # The unread rest of the body would be taken for the next request on this
+                    # keep-alive connection: end the connection with this answer.
+                    bottle.response.set_header("Connection", "close")
+            except Exception:
+                log.exception("unhandled error in %s %s", method, bottle.request.path)
+                result = (
+                    500,
+                    {"error": "internal", "message": "internal error; see the server log"},
+                )
+            if isinstance(result, Stream):
+                bottle.response.status = result.status
+                bottle.response.content_type = "application/octet-stream"
+                bottle.response.set_header("Content-Length", str(result.length))
+                for key, value in result.headers:
+                    bottle.response.set_header(key, value)
+                status = result.status
+                out: Any = result.chunks
+            else:
+                status, body = result if isinstance(result, tuple) else (200, result)
+                out = "" if status == 204 else _json_answer(status, body)
+                bottle.response.status = status
+            log.info(
+                "%s %s %d user=%s %.0fms",
+                method,
+                bottle.request.path,
+                status,
+                user,
+                (time.monotonic() - started) * 1000,
+            )
+            return out
+
+        app.route(path, method=method, callback=handler)
+        return fn
+
+    return decorate
+
+
+def read_json(required: bool = True) -> dict[str, Any]:
+    """Read a JSON object body ourselves (bounded), never via Bottle's buffering."""
+    env = bottle.request.environ
+    try:
+        length = int(env.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadRequest("Content-Length is not a number") from None
+    if length > MAX_JSON_BYTES:
+        raise TooLarge(f"JSON body of {length} bytes is over the limit of {MAX_JSON_BYTES}")
+    raw = env["wsgi.input"].read(length) if length else b""
+    if not raw:
+        if required:
+            raise BadRequest("expected a JSON object body")
+        return {}
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the JSON body must be an object")
+    return doc
+
+
+def is_chunked() -> bool:
+    return "chunked" in bottle.request.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+def drain_chunked(limit: int = DRAIN_CHUNKED_BYTES) -> bool:
+    """Read and drop a refused chunked body of up to `limit` bytes, so the client, still sending
+    it, gets the answer rather than a reset connection; False if some is left unread.
+
+    Safe against a huge chunk: cheroot checks each chunk's declared size against `maxlen`
+    before it reads the chunk, so nothing over the limit is ever buffered.
+    """
+    body = bottle.request.environ.get("wsgi.input")
+    if body is None or not hasattr(body, "maxlen"):
+        return False
+    body.maxlen = getattr(body, "bytes_read", 0) + limit
+    try:
+        while body.read(64 * 1024):
+            pass
+    except (OSError, ValueError):  # over the limit, a broken coding or the client went away
+        return False
+    return True
+
+
+def body_stream() -> tuple[BinaryIO, int]:
+    """The raw request body and its declared length.
+
+    A chunked body is refused: cheroot reads each chunk whole into memory, whatever its size, so
+    one huge chunk could exhaust the server. A Content-Length body is streamed to disk in pieces.
+    """
+    env = bottle.request.environ
+    if "chunked" in env.get("HTTP_TRANSFER_ENCODING", "").lower():
+        raise LengthRequired(
+            "send file bodies with a Content-Length, not chunked: the server "
+            "streams them to disk, and resumes with ?offset=N"
+        )
+    cl = env.get("CONTENT_LENGTH")
+    if not cl:
+        return env["wsgi.input"], 0
+    try:
+        length = int(cl)
+    except ValueError:
+        raise BadRequest("Content-Length is not a number") from None
+    if length < 0:
+        raise BadRequest("Content-Length is negative")
+    return env["wsgi.input"], length
+
+
+def query_int(name: str, default: int | None = None) -> int:
+    raw = bottle.request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise BadRequest(f"query parameter '{name}' is required")
+        return default
+    if not re.fullmatch(r"\d{1,18}", raw):
+        raise BadRequest(f"query parameter '{name}' must be a whole number ≥ 0, got {raw!r}")
+    return int(raw)
+
+
+def send_file(fh: BinaryIO, size: int) -> Stream:
+    """Stream a file, honouring `Range: bytes=N-` (and `N-M`)."""
+    start, end = 0, size - 1
+    header = bottle.request.get_header("Range")
+    status = 200
+    headers: list[tuple[str, str]] = [("Accept-Ranges", "bytes")]
+    if header:
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
+        if not m:
+            fh.close()
+            raise BadRequest(f"unsupported Range {header!r}: use 'bytes=N-'")
+        start = int(m.group(1))
+        if m.group(2):
+            end = min(int(m.group(2)), size - 1)
+        if start >= size and not (start == 0 and size == 0):
+            fh.close()
+            raise ApiError(
+                f"range starts at {start} but the file has {size} bytes",
+                code="bad_request",
+                status=416,
+            )
+        status = 206
+        headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+    length = max(0, end - start + 1)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            fh.seek(start)
+            left = length
+            while left > 0:
+                block = fh.read(min(CHUNK, left))
+                if not block:
+                    break
+                left -= len(block)
+                yield block
+        finally:
+            fh.close()
+
+    return Stream(chunks(), length, status, tuple(headers))
+
+
+def require_owner(principal: Principal, calc: Calc, *, admin_ok: bool = True) -> None:
+    if calc.user == principal.user or (admin_ok and principal.admin):
+        return
+    raise Forbidden(f"calc {calc.id} belongs to another user")
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.admin:
+        raise Forbidden("this needs an admin token")

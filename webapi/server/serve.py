@@ -1,0 +1,93 @@
+"""Run the API app on cheroot (TLS optional) with a lease reaper, stopping cleanly on signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+from webapi.server.app import create_app
+from webapi.server.auth import UserStore
+from webapi.server.config import ConfigSource, site_policy
+from webapi.store.yaml_store import YamlJobStore
+
+log = logging.getLogger(__name__)
+
+
+class ApiServer:
+    """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config = ConfigSource(config_path)
+        conf = self.config.current
+        conf.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = YamlJobStore(conf.data_dir, site_policy(self.config))
+        self.auth = UserStore(conf.users_file)
+        self.app = create_app(self.store, self.config, self.auth)
+        self.wsgi = wsgi.Server(
+            (conf.listen, conf.port),
+            self.app,
+            numthreads=conf.threads,
+            max=conf.threads,
+            # Long-polls park in worker threads; let bursts of pollers queue rather than fail.
+            request_queue_size=max(64, conf.threads),
+            timeout=30,
+            shutdown_timeout=5,
+            server_name="extcomp-api",
+        )
+        if conf.tls is not None:
+            self.wsgi.ssl_adapter = BuiltinSSLAdapter(str(conf.tls.cert), str(conf.tls.key))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self.wsgi.bind_addr[:2]
+        scheme = "https" if self.wsgi.ssl_adapter is not None else "http"
+        return f"{scheme}://{host}:{port}"
+
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.config.current.reaper_seconds):
+            try:
+                self.store.reap()
+            except Exception:  # keep reaping; a bad calc must not stop lease expiry for all
+                log.exception("reaper: error")
+
+    def start(self) -> None:
+        """Bind the socket and serve in background threads; returns once listening."""
+        self.wsgi.prepare()
+        for target, name in ((self.wsgi.serve, "cheroot"), (self._reap_loop, "reaper")):
+            thread = threading.Thread(target=target, name=f"extcomp-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("api server listening on %s (%d threads)", self.url, self.config.current.threads)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.store.close()  # wakes long-polls so worker threads finish promptly
+        self.wsgi.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        log.info("api server stopped")
+
+
+def run(config_path: Path) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    server = ApiServer(config_path)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    stop.wait()
+    server.stop()
+    return 0

@@ -1,0 +1,91 @@
+"""The storage seam the web layer calls (`JobStore`) and the value types that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal, Protocol
+
+from webapi.calcs import Calc
+from webapi.contract.calc import CalcState, FileEntry
+
+Kind = Literal["inputs", "results"]
+Accept = Callable[[Calc], bool]  # which queued calcs a poller can run
+
+
+@dataclass(frozen=True, slots=True)
+class SitePolicy:
+    """The timing rules that apply to one site's calcs (from the server config)."""
+
+    lease_seconds: int = 600
+    max_attempts: int = 3
+    queued_expiry_seconds: int = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class NewCalcRequest:
+    user: str
+    site: str
+    command: str
+    args: tuple[str, ...]
+    inputs: tuple[FileEntry, ...]
+    timeout: int | None = None
+    request_id: str | None = None
+    held: bool = False  # stays registered until release() (see calcs.release)
+    meta: dict[str, Any] | None = None
+
+
+class JobStore(Protocol):
+    """What the web layer needs from storage; it never touches files itself."""
+
+    def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]: ...
+    def get(self, calc_id: str) -> Calc: ...
+    def list_calcs(
+        self, *, user: str | None, state: CalcState | None, site: str | None
+    ) -> list[Calc]: ...
+    def cancel(self, calc_id: str, reason: str) -> Calc: ...
+    def requeue(self, calc_id: str) -> Calc: ...
+    def write_file(
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        offset: int,
+        body: BinaryIO,
+        length: int | None,
+        lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]: ...
+    def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]: ...
+    def release(self, calc_id: str) -> Calc: ...
+    def fail(self, calc_id: str, reason: str) -> Calc: ...
+    def peek(self, *, site: str, user: str, poller: str, accept: Accept) -> Calc | None: ...
+    def claim(
+        self,
+        *,
+        site: str,
+        user: str,
+        poller: str,
+        wait: float,
+        accept: Accept | None = None,
+        lease_seconds: float | None = None,
+    ) -> Calc | None: ...
+    def heartbeat(
+        self,
+        calc_id: str,
+        lease_id: str,
+        progress: str | None,
+        lease_seconds: float | None = None,
+    ) -> Calc: ...
+    def finish(
+        self,
+        calc_id: str,
+        *,
+        lease_id: str,
+        exit_code: int,
+        reason: str | None,
+        results: tuple[FileEntry, ...],
+        quota_bytes: int,
+    ) -> Calc: ...
+    def reap(self) -> int: ...
+    def poller_seen(self, site: str) -> tuple[str, float] | None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,110 @@
+"""Bring a data dir back to a consistent state after a crash: temp files, partial files, indexes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from webapi import calcs
+from webapi.calcs import Calc
+from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
+from webapi.contract.names import sha256_file
+from webapi.fs import is_temp, read_yaml, write_yaml_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _remove_temp_files(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if is_temp(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+
+
+def _repair_file(calc_dir: Path, kind: str, entry: FileEntry) -> FileEntry:
+    """Make `received` agree with the bytes on disk for one declared file."""
+    final = calc_dir / kind / entry.name
+    part = calc_dir / "parts" / kind / entry.name
+    if entry.complete:
+        return entry
+    # Crash after moving a verified part into place but before recording it in calc.yaml.
+    if final.is_file() and not final.is_symlink():
+        if final.stat().st_size == entry.size and sha256_file(final) == entry.sha256:
+            return replace(entry, received=entry.size)
+        final.unlink()
+    if part.is_file() and not part.is_symlink():
+        size = part.stat().st_size
+        if size > entry.received:  # written but never recorded: the next upload resumes earlier
+            with open(part, "r+b") as fh:
+                fh.truncate(entry.received)
+        elif size < entry.received:
+            return replace(entry, received=size)
+    elif entry.received:
+        return replace(entry, received=0)
+    return entry
+
+
+def _repair_calc(calc_dir: Path) -> Calc | None:
+    path = calc_dir / "calc.yaml"
+    if not path.exists():
+        # The calc dir was made but calc.yaml never written: the client never got a 201.
+        log.warning("repair: removing %s (no calc.yaml: registration was interrupted)", calc_dir)
+        shutil.rmtree(calc_dir, ignore_errors=True)
+        return None
+    try:
+        calc = Calc.from_record(read_yaml(path))
+    except Exception as exc:  # a corrupt record must not stop the server from starting
+        log.error("repair: cannot read %s (%s); moved aside to calcs-broken/", path, exc)
+        broken = calc_dir.parent.parent / "calcs-broken"
+        broken.mkdir(exist_ok=True)
+        os.replace(calc_dir, broken / calc_dir.name)
+        return None
+    inputs = tuple(_repair_file(calc_dir, "inputs", f) for f in calc.inputs)
+    results = calc.results
+    if calc.state is CalcState.RUNNING:
+        results = tuple(_repair_file(calc_dir, "results", f) for f in calc.results)
+    fixed = calcs.settle(replace(calc, inputs=inputs, results=results), time.time())
+    if fixed != calc:
+        log.warning("repair: calc %s: file offsets corrected from the data on disk", calc.id)
+        write_yaml_atomic(path, fixed.to_record())
+    return fixed
+
+
+def repair(root: Path) -> None:
+    """Remove crash leftovers and rebuild every index from the calc.yaml files (under the lock)."""
+    _remove_temp_files(root)
+    found = []
+    for name in sorted(os.listdir(root / "calcs")):
+        if CALC_ID_RE.match(name):
+            calc = _repair_calc(root / "calcs" / name)
+            if calc is not None:
+                found.append(calc)
+    # Indexes are derived data: rebuild them from scratch in fresh dirs, then swap them in.
+    for index in ("queues", "running", "requests"):
+        fresh = root / f"{index}.rebuild"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir()
+        for calc in found:
+            if index == "queues" and calc.state is CalcState.QUEUED:
+                qdir = fresh / calc.site / calc.user
+                qdir.mkdir(parents=True, exist_ok=True)
+                (qdir / calcs.queue_entry(calc)).touch()
+            elif index == "running" and calc.state is CalcState.RUNNING:
+                (fresh / calc.id).touch()
+            elif index == "requests" and calc.request_id is not None:
+                udir = fresh / calc.user
+                udir.mkdir(exist_ok=True)
+                (udir / calcs.request_key(calc.request_id)).write_text(calc.id)
+        old = root / f"{index}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(root / index, old)
+        os.replace(fresh, root / index)
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("store: opened %s with %d calcs; indexes rebuilt", root, len(found))

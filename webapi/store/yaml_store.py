@@ -1,0 +1,429 @@
+"""The YAML-files implementation of the storage seam (`JobStore`, in webapi.store.base)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import yaml
+
+from webapi import calcs
+from webapi.calcs import Calc
+from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
+from webapi.contract.names import safe_join
+from webapi.errors import BadRequest, Conflict, NotFound, TooLarge
+from webapi.fs import FileLock, read_yaml, write_yaml_atomic
+from webapi.store.base import Accept, Kind, NewCalcRequest, SitePolicy
+from webapi.store.files import FileTransfers
+from webapi.store.repair import repair
+
+log = logging.getLogger(__name__)
+FULL_SCAN_S = 600.0  # a full scan of running/ at most this often (see reap)
+
+CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
+
+
+class YamlJobStore:
+    """One directory per calc (`calcs/<id>/calc.yaml`, `inputs/`, `results/`) plus indexes.
+
+    Indexes are empty marker files: `queues/<site>/<user>/<queued-µs>-<id>` (claim order) and
+    `running/<id>` (the reaper's work list). They are derived data, rebuilt from the calc.yaml
+    files on open, so a crash between writing a calc and its index entry is repaired there.
+    """
+
+    def __init__(self, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None) -> None:
+        self.root = data_dir
+        self._policy = policy or (lambda _site: SitePolicy())
+        for sub in ("calcs", "queues", "running", "requests", "pollers"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(self.root / ".lock")
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._closed = False
+        self._last_reap = 0.0
+        # calc id -> lease expiry of running calcs, kept by save(): a reap reads only calcs whose
+        # lease is due instead of every running calc (which took seconds at ~800 running).
+        self._lease_due: dict[str, float] = {}
+        self._last_full_scan = 0.0
+        self._seen: dict[str, tuple[str, float]] = {}
+        self._seen_written: dict[str, float] = {}
+        with self.lock():
+            repair(self.root)
+        self._load_seen()
+        self.files = FileTransfers(self)
+
+    # -- low level ----------------------------------------------------------------------------
+    def calc_dir(self, calc_id: str) -> Path:
+        if not CALC_ID_RE.match(calc_id):
+            raise NotFound(f"no calc {calc_id!r} (ids look like c-<32 hex digits>)")
+        return self.root / "calcs" / calc_id
+
+    def read(self, calc_id: str) -> Calc:
+        path = self.calc_dir(calc_id) / "calc.yaml"
+        try:
+            doc = read_yaml(path)
+        except FileNotFoundError:
+            raise NotFound(f"no calc {calc_id!r}") from None
+        return Calc.from_record(doc)
+
+    def save(self, old: Calc | None, new: Calc) -> Calc:
+        """Write calc.yaml atomically, then bring the indexes in line. Call under self.lock."""
+        if old == new:
+            return new
+        write_yaml_atomic(self.calc_dir(new.id) / "calc.yaml", new.to_record())
+        was_q = old is not None and old.state is CalcState.QUEUED
+        is_q = new.state is CalcState.QUEUED
+        if (
+            was_q
+            and old is not None
+            and (not is_q or calcs.queue_entry(old) != calcs.queue_entry(new))
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / "queues" / old.site / old.user / calcs.queue_entry(old))
+        if is_q and (not was_q or old is None or calcs.queue_entry(old) != calcs.queue_entry(new)):
+            qdir = self.root / "queues" / new.site / new.user
+            qdir.mkdir(parents=True, exist_ok=True)
+            (qdir / calcs.queue_entry(new)).touch()
+            self._notify()
+        running = self.root / "running" / new.id
+        if new.state is CalcState.RUNNING and new.lease is not None:
+            self._lease_due[new.id] = new.lease.expires
+        else:
+            self._lease_due.pop(new.id, None)
+        if new.state is CalcState.RUNNING:
+            running.touch()
+        elif old is not None and old.state is CalcState.RUNNING:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(running)
+        return new
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def _expire_if_due(self, calc: Calc) -> Calc:
+        """Lazy lease expiry: call under self.lock with a freshly read calc."""
+        now = time.time()
+        if calcs.lease_expired(calc, now):
+            max_attempts = self._policy(calc.site).max_attempts
+            new = calcs.expire_lease(calc, max_attempts=max_attempts, now=now)
+            log.info("calc %s: lease expired → %s (%s)", calc.id, new.state, new.reason)
+            return self.save(calc, new)
+        return calc
+
+    def load(self, calc_id: str) -> Calc:
+        """Read a calc under the lock, applying a due lease expiry."""
+        return self._expire_if_due(self.read(calc_id))
+
+    # -- calcs --------------------------------------------------------------------------------
+    def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]:
+        total = sum(f.size for f in req.inputs)
+        if quota_bytes and total > quota_bytes:
+            raise TooLarge(f"inputs total {total} bytes, over the quota of {quota_bytes} bytes")
+        free = shutil.disk_usage(self.root).free
+        if total > free:
+            raise TooLarge(f"inputs total {total} bytes but the server has {free} bytes free")
+        with self.lock():
+            req_file = None
+            if req.request_id is not None:
+                key = calcs.request_key(req.request_id)
+                req_file = self.root / "requests" / req.user / key
+                with contextlib.suppress(FileNotFoundError):
+                    return self.load(req_file.read_text().strip()), False
+            calc = calcs.new_calc(
+                calc_id="c-" + uuid.uuid4().hex,
+                user=req.user,
+                site=req.site,
+                command=req.command,
+                args=req.args,
+                inputs=req.inputs,
+                timeout=req.timeout,
+                request_id=req.request_id,
+                now=time.time(),
+                held=req.held,
+                meta=req.meta,
+            )
+            self.calc_dir(calc.id).mkdir()
+            self.save(None, calc)
+            if req_file is not None:
+                req_file.parent.mkdir(parents=True, exist_ok=True)
+                req_file.write_text(calc.id)
+        log.info("calc %s: registered by %s for %s/%s", calc.id, req.user, req.site, req.command)
+        return calc, True
+
+    def get(self, calc_id: str) -> Calc:
+        calc = self.read(calc_id)
+        if calcs.lease_expired(calc, time.time()):
+            with self.lock():
+                calc = self.load(calc_id)
+        return calc
+
+    def list_calcs(
+        self, *, user: str | None, state: CalcState | None, site: str | None
+    ) -> list[Calc]:
+        out = []
+        for entry in sorted(os.listdir(self.root / "calcs")):
+            try:
+                calc = self.read(entry)
+            except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
+                continue
+            if user is not None and calc.user != user:
+                continue
+            if (state is None or calc.state is state) and (site is None or calc.site == site):
+                out.append(calc)
+        out.sort(key=lambda c: c.created)
+        return out
+
+    def cancel(self, calc_id: str, reason: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, calcs.cancel(calc, reason=reason, now=time.time()))
+
+    def requeue(self, calc_id: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            new = calcs.requeue(calc, now=time.time())
+            shutil.rmtree(self.calc_dir(calc_id) / "results", ignore_errors=True)
+            shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
+            return self.save(calc, new)
+
+    def release(self, calc_id: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, calcs.release(calc, now=time.time()))
+
+    def fail(self, calc_id: str, reason: str) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            return self.save(calc, calcs.fail(calc, reason=reason, now=time.time()))
+
+    # -- files (streaming lives in store_files) -----------------------------------------------
+    def write_file(
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        offset: int,
+        body: BinaryIO,
+        length: int | None,
+        lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]:
+        return self.files.write(calc_id, kind, name, offset, body, length, lease_id)
+
+    def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]:
+        calc = self.get(calc_id)
+        entry = calc.input(name) if kind == "inputs" else calc.result(name)
+        if not entry.complete:
+            raise Conflict(
+                f"{kind[:-1]} {name!r} of calc {calc_id} is not fully uploaded "
+                f"({entry.received} of {entry.size} bytes)"
+            )
+        if entry.size == 0:  # declared empty: never uploaded, nothing on disk
+            return io.BytesIO(b""), 0
+        path = safe_join(self.calc_dir(calc_id), f"{kind}/{name}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise NotFound(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
+        except OSError:
+            raise BadRequest(f"{kind[:-1]} {name!r} cannot be opened (symbolic link?)") from None
+        return os.fdopen(fd, "rb"), entry.size
+
+    # -- poller side --------------------------------------------------------------------------
+    def _note_poller(self, site: str, poller: str) -> None:
+        now = time.time()
+        self._seen[site] = (poller, now)
+        # Persist at most every 10 s per site: survives restarts without a write per request.
+        if now - self._seen_written.get(site, 0.0) > 10:
+            self._seen_written[site] = now
+            doc = {"poller": poller, "seen": now}
+            with contextlib.suppress(OSError):
+                write_yaml_atomic(self.root / "pollers" / f"{site}.yaml", doc)
+
+    def _load_seen(self) -> None:
+        for path in (self.root / "pollers").glob("*.yaml"):
+            with contextlib.suppress(Exception):
+                doc = read_yaml(path)
+                self._seen[path.stem] = (str(doc["poller"]), float(doc["seen"]))
+
+    def poller_seen(self, site: str) -> tuple[str, float] | None:
+        return self._seen.get(site)
+
+    def _queued(self, site: str, user: str, accept: Accept | None) -> Calc | None:
+        """The oldest queued calc of site/user that `accept`s; drops stale markers on the way."""
+        qdir = self.root / "queues" / site / user
+        try:
+            entries = sorted(os.listdir(qdir))
+        except FileNotFoundError:
+            return None
+        for entry in entries:
+            calc_id = entry.partition("-")[2]
+            try:
+                calc = self.read(calc_id)
+            except NotFound:
+                calc = None
+            if (
+                calc is None
+                or calc.state is not CalcState.QUEUED
+                or calcs.queue_entry(calc) != entry
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(qdir / entry)  # stale marker (e.g. left by a crash)
+                continue
+            if accept is None or accept(calc):
+                return calc
+        return None
+
+    def peek(self, *, site: str, user: str, poller: str, accept: Accept) -> Calc | None:
+        """The calc `claim` would take now, without taking it (the original protocol's offer)."""
+        with self.lock():
+            self._note_poller(site, poller)
+            return self._queued(site, user, accept)
+
+    def _try_claim(
+        self, site: str, user: str, poller: str, accept: Accept | None, lease: float | None
+    ) -> Calc | None:
+        calc = self._queued(site, user, accept)
+        if calc is None:
+            return None
+        now = time.time()
+        lease_seconds = self._policy(site).lease_seconds if lease is None else lease
+        new = calcs.claim(
+            calc,
+            lease_id="l-" + secrets.token_hex(12),
+            poller=poller,
+            expires=now + lease_seconds,
+            now=now,
+        )
+        log.info("calc %s: claimed by poller %r of %s", calc.id, poller, user)
+        return self.save(calc, new)
+
+    def claim(
+        self,
+        *,
+        site: str,
+        user: str,
+        poller: str,
+        wait: float,
+        accept: Accept | None = None,
+        lease_seconds: float | None = None,
+    ) -> Calc | None:
+        """Claim the oldest queued calc of `user` for `site` that `accept`s (default: any),
+        waiting up to `wait` seconds; `lease_seconds` overrides the site's lease length."""
+        deadline = time.monotonic() + wait
+        if time.time() - self._last_reap > 1.0:
+            self.reap()
+        while True:
+            with self._cond:
+                generation = self._generation
+            with self.lock():
+                self._note_poller(site, poller)
+                calc = self._try_claim(site, user, poller, accept, lease_seconds)
+            if calc is not None:
+                return calc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return None
+            with self._cond:
+                if self._generation == generation and not self._closed:
+                    self._cond.wait(min(remaining, CLAIM_RECHECK_SECONDS))
+
+    def heartbeat(
+        self,
+        calc_id: str,
+        lease_id: str,
+        progress: str | None,
+        lease_seconds: float | None = None,
+    ) -> Calc:
+        with self.lock():
+            calc = self.load(calc_id)
+            if calc.lease is not None:
+                self._note_poller(calc.site, calc.lease.poller)
+            now = time.time()
+            if lease_seconds is None:
+                lease_seconds = self._policy(calc.site).lease_seconds
+            expires = now + lease_seconds
+            new = calcs.heartbeat(
+                calc, lease_id=lease_id, expires=expires, progress=progress, now=now
+            )
+            return self.save(calc, new)
+
+    def finish(
+        self,
+        calc_id: str,
+        *,
+        lease_id: str,
+        exit_code: int,
+        reason: str | None,
+        results: tuple[FileEntry, ...],
+        quota_bytes: int,
+    ) -> Calc:
+        total = sum(f.size for f in results)
+        if quota_bytes and total > quota_bytes:
+            raise TooLarge(f"results total {total} bytes, over the quota of {quota_bytes} bytes")
+        with self.lock():
+            calc = self.load(calc_id)
+            new = calcs.finish(
+                calc,
+                lease_id=lease_id,
+                exit_code=exit_code,
+                reason=reason,
+                results=results,
+                now=time.time(),
+            )
+            return self.save(calc, new)
+
+    def reap(self) -> int:
+        """Expire overdue leases and queued calcs; return how many calcs changed."""
+        self._last_reap = now = time.time()
+        changed = 0
+        with self.lock():
+            # Every running calc on the first reap and now and then (another process sharing the
+            # data dir may have made leases); otherwise only those the index says are due.
+            if now - self._last_full_scan > FULL_SCAN_S:
+                self._last_full_scan = now
+                due = os.listdir(self.root / "running")
+            else:
+                due = [cid for cid, expires in self._lease_due.items() if expires <= now]
+            for calc_id in due:
+                try:
+                    calc = self.read(calc_id)
+                except NotFound:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.root / "running" / calc_id)
+                    self._lease_due.pop(calc_id, None)
+                    continue
+                if calc.state is CalcState.RUNNING and calc.lease is not None:
+                    self._lease_due[calc_id] = calc.lease.expires
+                else:
+                    self._lease_due.pop(calc_id, None)
+                changed += self._expire_if_due(calc) is not calc
+            now = time.time()
+            for qdir in (self.root / "queues").glob("*/*"):
+                expiry = self._policy(qdir.parent.name).queued_expiry_seconds
+                for entry in os.listdir(qdir):
+                    waited = now - int(entry.partition("-")[0]) / 1e6
+                    if waited <= expiry:
+                        continue
+                    with contextlib.suppress(NotFound):
+                        calc = self.read(entry.partition("-")[2])
+                        if calc.state is CalcState.QUEUED:
+                            self.save(calc, calcs.expire_queued(calc, now=now, waited=waited))
+                            changed += 1
+        return changed
+
+    def close(self) -> None:
+        """Wake every waiting claim so the server can stop promptly."""
+        self._closed = True
+        self._notify()
