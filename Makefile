@@ -31,10 +31,11 @@ test: setup ## Run the whole test suite (slow tests included), as CI does
 test-fast: setup ## Run the tests without the slow ones
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy (strict), yamllint, ansible-lint
+lint: setup ## ruff, mypy (strict), import contracts, yamllint, ansible-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/yamllint -s .
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ansible-lint -q playbooks $(wildcard roles)
 
@@ -43,8 +44,9 @@ bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/; ~1
 	$(BIN)/python bench/webapi_mode.py
 	$(BIN)/python bench/mint_compat.py
 
-docs: setup ## Regenerate docs/cli.md from the commands' --help
+docs: setup ## Regenerate docs/cli.md (from --help) and docs/architecture.md's tree and imports
 	$(BIN)/python scripts/gen_cli_docs.py
+	$(BIN)/python scripts/gen_arch_docs.py
 
 ci: lint test ## What CI runs
 
