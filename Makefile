@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system demo test test-fast lint bench docs ci clean
+.PHONY: help setup system demo test test-unit test-fast lint bench docs ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ demo: setup ## Run a sample step over SSH (and a calc over the WebAPI) on a priv
 
 test: setup ## Run the whole test suite (slow tests included), as CI does
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Run the fast layer only (tests/unit: no sockets, no processes; seconds)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 test-fast: setup ## Run the tests without the slow ones
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -67,11 +67,15 @@ def server(base: Path, tls: tuple[Path, Path]) -> Iterator[Server]:
     """`extcomp-api serve` in a subprocess with one user and one site."""
     base.mkdir(parents=True)
     config = {
-        "listen": "127.0.0.1", "port": 0, "data_dir": str(base / "data"),
-        "users_file": str(base / "users.yml"), "log_file": str(base / "server.log"),
-        "tls": {"cert": str(tls[0]), "key": str(tls[1])}, "threads": 16,
+        "listen": "127.0.0.1",
+        "port": 0,
+        "data_dir": str(base / "data"),
+        "users_file": str(base / "users.yml"),
+        "log_file": str(base / "server.log"),
+        "tls": {"cert": str(tls[0]), "key": str(tls[1])},
+        "threads": 16,
         "sites": {SITE: {"commands": [COMMAND]}},
-    }  # fmt: skip
+    }
     (base / "config.yml").write_text(yaml.safe_dump(config))
     token = UserStore(base / "users.yml").add_user("bench").token
     argv = [sys.executable, "-m", "webapi.cli", "serve", "--config", str(base / "config.yml")]
@@ -121,11 +125,15 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
     settings = MintSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
     with MintApi(settings) as api:
         binary = ("application/octet-stream;", "charset=binary")
-        body = StreamBody(bodies.calc_info(
-            command=COMMAND, site=SITE, parameters="",
-            files=[FileField("in.bin", FilePiece.of_path(src), *binary)],
-            wanted=["out.bin", *LOG_NAMES],
-        ))  # fmt: skip
+        body = StreamBody(
+            bodies.calc_info(
+                command=COMMAND,
+                site=SITE,
+                parameters="",
+                files=[FileField("in.bin", FilePiece.of_path(src), *binary)],
+                wanted=["out.bin", *LOG_NAMES],
+            )
+        )
         add = timed(
             t, "workflow → server: input", lambda: api.call("POST", "add-calcinfo", body=body)
         )
@@ -143,14 +151,20 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
         fields = [FileField("out.bin", FilePiece.of_path(result), *binary)]
         fields += [FileField(n, FilePiece.of_path(empty_log), *text) for n in LOG_NAMES]
         head = b'{"accept_id": ' + js(aid) + b', "site_id": ' + js(SITE) + b', "result_files": '
-        body = StreamBody([head, *bodies.result_files(fields), b"}"])  # fmt: skip
+        body = StreamBody([head, *bodies.result_files(fields), b"}"])
         timed(t, "poller → server: result", lambda: api.call("POST", "send-results", body=body))
         api.call("POST", "end-send", doc={**ids, "result": "end send"})
-        assert api.call("GET", "calc-status", params={"accept_id": aid})["message"] == \
-            "status:completed"  # fmt: skip
-        timed(t, "server → workflow: result", lambda: api.get_stream(
-            "get-calc-result", {"accept_id": aid}, sink("out.bin", work),
-            doc={"accept_id": aid}))  # fmt: skip
+        assert (
+            api.call("GET", "calc-status", params={"accept_id": aid})["message"]
+            == "status:completed"
+        )
+        timed(
+            t,
+            "server → workflow: result",
+            lambda: api.get_stream(
+                "get-calc-result", {"accept_id": aid}, sink("out.bin", work), doc={"accept_id": aid}
+            ),
+        )
     for name, want in (("in.bin", src), ("out.bin", result)):
         if (work / name).stat().st_size != want.stat().st_size:
             raise RuntimeError(f"mint: {name} came back with the wrong size")
@@ -160,27 +174,52 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
 def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
     """The same calc through /api/v1 with our transport (raw bytes, Range/resume, sha256)."""
     t: dict[str, float] = {}
-    api = Transport(TransportSettings(url=srv.url, token=srv.token, ca_file=srv.ca,
-                                      read_timeout=600))  # fmt: skip
+    api = Transport(
+        TransportSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
+    )
     try:
         size, digest = src.stat().st_size, sha256_file(src)
         entry = {"name": "in.bin", "size": size, "sha256": digest}
-        _, calc = api.call("POST", "/api/v1/calcs", json={
-            "site": SITE, "command": COMMAND, "args": [], "inputs": [entry]})  # fmt: skip
+        _, calc = api.call(
+            "POST",
+            "/api/v1/calcs",
+            json={"site": SITE, "command": COMMAND, "args": [], "inputs": [entry]},
+        )
         base = f"/api/v1/calcs/{calc['id']}"
         timed(t, "workflow → server: input", lambda: api.upload(f"{base}/inputs/in.bin", src))
-        _, claim = api.call("POST", f"/api/v1/sites/{SITE}/claim",
-                            json={"poller": "bench", "wait": 10})  # fmt: skip
+        _, claim = api.call(
+            "POST", f"/api/v1/sites/{SITE}/claim", json={"poller": "bench", "wait": 10}
+        )
         lease = claim["lease"]["id"]
-        timed(t, "server → poller: input", lambda: api.download(
-            f"{base}/inputs/in.bin", work / "in.bin", size=size, sha256=digest))  # fmt: skip
+        timed(
+            t,
+            "server → poller: input",
+            lambda: api.download(
+                f"{base}/inputs/in.bin", work / "in.bin", size=size, sha256=digest
+            ),
+        )
         rsize, rdigest = result.stat().st_size, sha256_file(result)
-        api.call("POST", f"{base}/finish", json={"lease": lease, "exit_code": 0, "results": [
-            {"name": "out.bin", "size": rsize, "sha256": rdigest}]})  # fmt: skip
-        timed(t, "poller → server: result", lambda: api.upload(
-            f"{base}/results/out.bin", result, params={"lease": lease}))  # fmt: skip
-        timed(t, "server → workflow: result", lambda: api.download(
-            f"{base}/results/out.bin", work / "out.bin", size=rsize, sha256=rdigest))  # fmt: skip
+        api.call(
+            "POST",
+            f"{base}/finish",
+            json={
+                "lease": lease,
+                "exit_code": 0,
+                "results": [{"name": "out.bin", "size": rsize, "sha256": rdigest}],
+            },
+        )
+        timed(
+            t,
+            "poller → server: result",
+            lambda: api.upload(f"{base}/results/out.bin", result, params={"lease": lease}),
+        )
+        timed(
+            t,
+            "server → workflow: result",
+            lambda: api.download(
+                f"{base}/results/out.bin", work / "out.bin", size=rsize, sha256=rdigest
+            ),
+        )
     finally:
         api.close()
     return t
@@ -214,8 +253,11 @@ def main() -> int:
                 work.mkdir()
                 times[kind] = run(srv, src, result, work)
                 peak = srv.hwm_kib()
-                rss[kind] = {"idle_mib": idle / 1024, "peak_mib": peak / 1024,
-                             "growth_mib": (peak - idle) / 1024}  # fmt: skip
+                rss[kind] = {
+                    "idle_mib": idle / 1024,
+                    "peak_mib": peak / 1024,
+                    "growth_mib": (peak - idle) / 1024,
+                }
             shutil.rmtree(work)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -232,18 +274,33 @@ def report(size: int, times: dict[str, dict[str, float]], rss: dict[str, dict[st
     print(f"one calc, {size} MiB in + {size} MiB out, server over TLS on 127.0.0.1")
     print(format_table(["transfer", "mint s", "native s", "mint/native"], rows))
     print()
-    print(format_table(["server", "idle MiB", "peak MiB", "growth MiB"], [
-        [k, f"{v['idle_mib']:.0f}", f"{v['peak_mib']:.0f}", f"{v['growth_mib']:.0f}"]
-        for k, v in rss.items()]))  # fmt: skip
+    print(
+        format_table(
+            ["server", "idle MiB", "peak MiB", "growth MiB"],
+            [
+                [k, f"{v['idle_mib']:.0f}", f"{v['peak_mib']:.0f}", f"{v['growth_mib']:.0f}"]
+                for k, v in rss.items()
+            ],
+        )
+    )
     ok = rss["mint"]["growth_mib"] <= RSS_TARGET_MIB
-    print(f"\nmint server RSS growth {rss['mint']['growth_mib']:.0f} MiB "
-          f"(target <= {RSS_TARGET_MIB}): {'ok' if ok else 'MISSED'}; "
-          f"transfer time ratio mint/native {tm / tn:.2f}x")  # fmt: skip
-    path = write_json("mint_compat", {
-        "size_mib": size, "seconds": times, "ratio": round(tm / tn, 3), "server_rss": rss,
-        "rss_target_mib": RSS_TARGET_MIB, "rss_ok": ok,
-        "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot"]),
-    })  # fmt: skip
+    print(
+        f"\nmint server RSS growth {rss['mint']['growth_mib']:.0f} MiB "
+        f"(target <= {RSS_TARGET_MIB}): {'ok' if ok else 'MISSED'}; "
+        f"transfer time ratio mint/native {tm / tn:.2f}x"
+    )
+    path = write_json(
+        "mint_compat",
+        {
+            "size_mib": size,
+            "seconds": times,
+            "ratio": round(tm / tn, 3),
+            "server_rss": rss,
+            "rss_target_mib": RSS_TARGET_MIB,
+            "rss_ok": ok,
+            "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot"]),
+        },
+    )
     print(f"wrote {path}")
     return 0 if ok else 1
 

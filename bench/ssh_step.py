@@ -157,13 +157,19 @@ class Bench:
         remote = self.host.base / f"baseline-{uuid.uuid4()}"
         argv = [
             str(BASELINE),
-            "-p", str(self.host.port),
-            "-i", str(self.host.key),
-            "-k", str(self.host.known_hosts),
-            "-d", str(remote),
-            "-e", str(self.host.site_dir / ENTRY),
-            "-o", str(results),
-        ]  # fmt: skip
+            "-p",
+            str(self.host.port),
+            "-i",
+            str(self.host.key),
+            "-k",
+            str(self.host.known_hosts),
+            "-d",
+            str(remote),
+            "-e",
+            str(self.host.site_dir / ENTRY),
+            "-o",
+            str(results),
+        ]
         for path in inputs:
             argv += ["-x", path.name]
         argv += [f"{self.host.user}@{self.host.host}", *map(str, inputs), "--", *args]
@@ -289,32 +295,46 @@ def compare(bench: Bench) -> list[Verdict]:
             extra = s["a", variant]["total"].median - base
             verdicts.append(
                 Verdict(
-                    "a", variant, f"{extra:+.2f} s (<= +{TARGET_A_EXTRA_S:g} s)",
-                    extra <= TARGET_A_EXTRA_S, extra,
+                    "a",
+                    variant,
+                    f"{extra:+.2f} s (<= +{TARGET_A_EXTRA_S:g} s)",
+                    extra <= TARGET_A_EXTRA_S,
+                    extra,
                 )
-            )  # fmt: skip
+            )
     if ("b", "baseline") in s:
         ratio = s["b", "ours gated"]["total"].median / s["b", "baseline"]["total"].median
         verdicts.append(
-            Verdict("b", "total", f"{ratio:.2f}x (<= {TARGET_B_RATIO:.2f}x)",
-                    ratio <= TARGET_B_RATIO, ratio)
-        )  # fmt: skip
+            Verdict(
+                "b",
+                "total",
+                f"{ratio:.2f}x (<= {TARGET_B_RATIO:.2f}x)",
+                ratio <= TARGET_B_RATIO,
+                ratio,
+            )
+        )
     if ("c", "baseline") in s:
         for metric in ("push", "pull", "push+pull"):
             ratio = s["c", "ours gated"][metric].median / s["c", "baseline"][metric].median
             verdicts.append(
-                Verdict("c", metric, f"{ratio:.2f}x (>= {TARGET_C_RATIO:.2f}x)",
-                        ratio >= TARGET_C_RATIO, ratio)
-            )  # fmt: skip
+                Verdict(
+                    "c",
+                    metric,
+                    f"{ratio:.2f}x (>= {TARGET_C_RATIO:.2f}x)",
+                    ratio >= TARGET_C_RATIO,
+                    ratio,
+                )
+            )
     return verdicts
 
 
 def table(bench: Bench, sizes: Sizes, verdicts: list[Verdict]) -> str:
     labels = {
-        k: v.format(b_in=sizes.b_in_mib, b_out=sizes.b_out_mib, sleep=sizes.b_sleep_s,
-                    c=sizes.c_mib)
+        k: v.format(
+            b_in=sizes.b_in_mib, b_out=sizes.b_out_mib, sleep=sizes.b_sleep_s, c=sizes.c_mib
+        )
         for k, v in CASE_LABELS.items()
-    }  # fmt: skip
+    }
     by_key = {(v.case, v.metric): v for v in verdicts}
     rows: list[list[str]] = []
     for (case, variant), metrics in bench.samples.items():
@@ -431,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     assert bench is not None
     verdicts = compare(bench)
     print(f"ssh_step benchmark, {args.runs} runs per side, medians compared (ours/baseline)")
-    print(f"machine: {info['nproc']} cores, {info['cpu_model']}, kernel {info['kernel']}, "
-          f"{info['openssh']}, {info['rsync']}, ansible-core {info['ansible-core']}")  # fmt: skip
+    print(
+        f"machine: {info['nproc']} cores, {info['cpu_model']}, kernel {info['kernel']}, "
+        f"{info['openssh']}, {info['rsync']}, ansible-core {info['ansible-core']}"
+    )
     print()
     print(table(bench, sizes, verdicts))
     json_path = None

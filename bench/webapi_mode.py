@@ -97,8 +97,9 @@ def raw_app(root: Path) -> Callable[..., Iterable[bytes]]:
             return [b"{}"]
         fh = path.open("rb")
         size = str(os.fstat(fh.fileno()).st_size)
-        start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                                  ("Content-Length", size)])  # fmt: skip
+        start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", size)]
+        )
         return iter(lambda: fh.read(CHUNK), b"")
 
     return app
@@ -109,9 +110,16 @@ def serve_raw(root: Path, cert: Path, key: Path, threads: int, log: Path) -> int
     from cheroot import wsgi
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
-    server = wsgi.Server(("127.0.0.1", 0), raw_app(root), numthreads=threads, max=threads,
-                         request_queue_size=max(64, threads), timeout=30, shutdown_timeout=5,
-                         server_name="raw")  # fmt: skip
+    server = wsgi.Server(
+        ("127.0.0.1", 0),
+        raw_app(root),
+        numthreads=threads,
+        max=threads,
+        request_queue_size=max(64, threads),
+        timeout=30,
+        shutdown_timeout=5,
+        server_name="raw",
+    )
     server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(key))
     server.prepare()
     stop = threading.Event()
@@ -174,8 +182,15 @@ class Api:
     ca: Path
 
     def transport(self, read_timeout: float = 600) -> Transport:
-        return Transport(TransportSettings(url=self.srv.url, token=self.token, ca_file=self.ca,
-                                           read_timeout=read_timeout, retries=0))  # fmt: skip
+        return Transport(
+            TransportSettings(
+                url=self.srv.url,
+                token=self.token,
+                ca_file=self.ca,
+                read_timeout=read_timeout,
+                retries=0,
+            )
+        )
 
 
 @contextmanager
@@ -183,11 +198,16 @@ def api_server(base: Path, tls: tuple[Path, Path], **overrides: Any) -> Iterator
     """`extcomp-api serve` with one user ("bench") and one site allowing STAMP."""
     base.mkdir(parents=True)
     config = {
-        "listen": "127.0.0.1", "port": 0, "data_dir": str(base / "data"),
-        "users_file": str(base / "users.yml"), "log_file": str(base / "server.log"),
-        "tls": {"cert": str(tls[0]), "key": str(tls[1])}, "threads": 16,
-        "sites": {SITE: {"commands": [STAMP]}}, **overrides,
-    }  # fmt: skip
+        "listen": "127.0.0.1",
+        "port": 0,
+        "data_dir": str(base / "data"),
+        "users_file": str(base / "users.yml"),
+        "log_file": str(base / "server.log"),
+        "tls": {"cert": str(tls[0]), "key": str(tls[1])},
+        "threads": 16,
+        "sites": {SITE: {"commands": [STAMP]}},
+        **overrides,
+    }
     (base / "config.yml").write_text(yaml.safe_dump(config))
     token = UserStore(base / "users.yml").add_user("bench").token
     argv = [sys.executable, "-m", "webapi.cli", "serve", "--config", str(base / "config.yml")]
@@ -217,14 +237,25 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     src = tmp / "a-src.bin"
     digest = random_file(src, sizes.mib)
     size = src.stat().st_size
-    rates = {f"{s} {d}": Samples(f"{s} {d}", "MiB/s") for s in ("ours", "raw")
-             for d in ("upload", "download")}  # fmt: skip
+    rates = {
+        f"{s} {d}": Samples(f"{s} {d}", "MiB/s")
+        for s in ("ours", "raw")
+        for d in ("upload", "download")
+    }
     rss: dict[str, dict[str, float]] = {}
     threads = 16
     raw_root = tmp / "raw-root"
     raw_root.mkdir()
-    raw_argv = [sys.executable, __file__, "--raw-server", str(raw_root), str(tls[0]),
-                str(tls[1]), str(threads), str(tmp / "raw.log")]  # fmt: skip
+    raw_argv = [
+        sys.executable,
+        __file__,
+        "--raw-server",
+        str(raw_root),
+        str(tls[0]),
+        str(tls[1]),
+        str(threads),
+        str(tmp / "raw.log"),
+    ]
     with (
         api_server(tmp / "a-srv", tls, threads=threads) as ours,
         subprocess_server(raw_argv, tmp / "raw.log") as raw,
@@ -237,8 +268,12 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
             warm_digest = random_file(small, 1)
             calc = register(t_ours, [{"name": "w.bin", "size": MIB, "sha256": warm_digest}], [])
             t_ours.upload(f"/api/v1/calcs/{calc['id']}/inputs/w.bin", small)
-            t_ours.download(f"/api/v1/calcs/{calc['id']}/inputs/w.bin", tmp / "w.out",
-                            size=MIB, sha256=warm_digest)  # fmt: skip
+            t_ours.download(
+                f"/api/v1/calcs/{calc['id']}/inputs/w.bin",
+                tmp / "w.out",
+                size=MIB,
+                sha256=warm_digest,
+            )
             t_raw.upload("/files/w.bin", small)
             t_raw.download("/files/w.bin", tmp / "w.out", size=MIB, sha256=None)
             idle = {"ours": ours.srv.status_kib("VmHWM"), "raw": raw.status_kib("VmHWM")}
@@ -263,17 +298,24 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
                     dest.unlink()
             for name, proc in (("ours", ours.srv), ("raw", raw)):
                 peak = proc.status_kib("VmHWM")
-                rss[name] = {"idle_hwm_mib": idle[name] / 1024, "peak_hwm_mib": peak / 1024,
-                             "growth_mib": (peak - idle[name]) / 1024,
-                             "rss_after_mib": proc.status_kib("VmRSS") / 1024}  # fmt: skip
+                rss[name] = {
+                    "idle_hwm_mib": idle[name] / 1024,
+                    "peak_hwm_mib": peak / 1024,
+                    "growth_mib": (peak - idle[name]) / 1024,
+                    "rss_after_mib": proc.status_kib("VmRSS") / 1024,
+                }
         finally:
             t_ours.close()
             t_raw.close()
     shutil.rmtree(raw_root, ignore_errors=True)
     src.unlink()
-    return {"size_mib": sizes.mib, "runs": sizes.runs,
-            "rates": {k: v.to_dict() for k, v in rates.items()}, "server_rss": rss,
-            "_samples": rates}  # fmt: skip
+    return {
+        "size_mib": sizes.mib,
+        "runs": sizes.runs,
+        "rates": {k: v.to_dict() for k, v in rates.items()},
+        "server_rss": rss,
+        "_samples": rates,
+    }
 
 
 # -- (b) pickup latency ---------------------------------------------------------------------
@@ -294,19 +336,28 @@ def case_b(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         token_file.write_text(api.token)
         token_file.chmod(0o600)
         pconf = {
-            "site": SITE, "url": api.srv.url, "token_file": str(token_file),
-            "ca_file": str(api.ca), "work_base": str(tmp / "p-work"),
-            "state_dir": str(tmp / "p-state"), "claim_wait": 50, "poller_id": "bench-poller",
+            "site": SITE,
+            "url": api.srv.url,
+            "token_file": str(token_file),
+            "ca_file": str(api.ca),
+            "work_base": str(tmp / "p-work"),
+            "state_dir": str(tmp / "p-state"),
+            "claim_wait": 50,
+            "poller_id": "bench-poller",
             "retry": {"count": 3, "interval": 1},
             "commands": {STAMP: {"argv": [str(stamp_prog)], "timeout": 60}},
-        }  # fmt: skip
+        }
         (tmp / "poller.yml").write_text(yaml.safe_dump(pconf))
         poller_bin = Path(sys.executable).parent / "extcomp-poller"
-        argv = [str(poller_bin)] if poller_bin.exists() else [sys.executable, "-m",
-                                                               "webapi.poller.cli"]  # fmt: skip
+        argv = (
+            [str(poller_bin)]
+            if poller_bin.exists()
+            else [sys.executable, "-m", "webapi.poller.cli"]
+        )
         plog = (tmp / "poller.log").open("wb")
-        poller = subprocess.Popen([*argv, "--config", str(tmp / "poller.yml")],
-                                  stdout=plog, stderr=plog)  # fmt: skip
+        poller = subprocess.Popen(
+            [*argv, "--config", str(tmp / "poller.yml")], stdout=plog, stderr=plog
+        )
         tr = api.transport(read_timeout=30)
         try:
             time.sleep(1.0)  # let the poller start and park in its first long-poll
@@ -343,8 +394,10 @@ def case_b(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
             tr.close()
             stop_proc(poller)
             plog.close()
-    return {"samples": {s.name: s.to_dict() for s in (queued, registered)},
-            "_samples": {"queued": queued, "registered": registered}}  # fmt: skip
+    return {
+        "samples": {s.name: s.to_dict() for s in (queued, registered)},
+        "_samples": {"queued": queued, "registered": registered},
+    }
 
 
 # -- (c) many pollers -----------------------------------------------------------------------
@@ -361,8 +414,9 @@ def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     ready = threading.Barrier(n + 1)
     created: dict[str, float] = {}
 
-    with api_server(tmp / "c-srv", tls, threads=threads, lease_seconds=3600,
-                    claim_wait_max=50) as api:  # fmt: skip
+    with api_server(
+        tmp / "c-srv", tls, threads=threads, lease_seconds=3600, claim_wait_max=50
+    ) as api:
         url = f"{api.srv.url}/api/v1/sites/{SITE}/claim"
         deadline = time.monotonic() + sizes.drain_limit_s
 
@@ -384,8 +438,11 @@ def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
                     if done.is_set() or time.monotonic() > deadline:
                         return
                     sent = time.time()
-                    r = s.post(url, json={"poller": f"p{idx}", "wait": CLAIM_WAIT},
-                               timeout=(10, CLAIM_WAIT + 30))  # fmt: skip
+                    r = s.post(
+                        url,
+                        json={"poller": f"p{idx}", "wait": CLAIM_WAIT},
+                        timeout=(10, CLAIM_WAIT + 30),
+                    )
                     got = time.time()
                     if r.status_code == 204:
                         with lock:
@@ -443,13 +500,21 @@ def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     for cid, sent, got in claims:
         latency.add(got - max(sent, created.get(cid, sent)))
     return {
-        "pollers": n, "calcs": m, "server_threads": threads, "claim_wait": CLAIM_WAIT,
-        "claims": len(claims), "distinct": len(per_calc),
+        "pollers": n,
+        "calcs": m,
+        "server_threads": threads,
+        "claim_wait": CLAIM_WAIT,
+        "claims": len(claims),
+        "distinct": len(per_calc),
         "double_claims": sum(c - 1 for c in per_calc.values() if c > 1),
-        "missing": len(set(created) - set(per_calc)), "empty_polls": empty_polls[0],
-        "queue_s": round(queue_s, 3), "drain_s": round(drain_s, 3), "errors": errors[:20],
-        "latency": latency.to_dict() if latency.values else None, "_samples": latency,
-    }  # fmt: skip
+        "missing": len(set(created) - set(per_calc)),
+        "empty_polls": empty_polls[0],
+        "queue_s": round(queue_s, 3),
+        "drain_s": round(drain_s, 3),
+        "errors": errors[:20],
+        "latency": latency.to_dict() if latency.values else None,
+        "_samples": latency,
+    }
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -464,13 +529,25 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
     misses: list[str] = []
     summary: list[str] = []
 
-    def row(case: str, metric: str, s: Samples | None, cols: str, target: str, ok: bool | None,
-            value: str = "") -> None:  # fmt: skip
+    def row(
+        case: str,
+        metric: str,
+        s: Samples | None,
+        cols: str,
+        target: str,
+        ok: bool | None,
+        value: str = "",
+    ) -> None:
         cells = ["", "", "", "", ""]
         if s is not None and s.values:
             digits = 0 if s.higher_is_better else 3  # whole MiB/s; ms for latencies
-            stats = {"min": s.min, "median": s.median, "p95": pct(s.values, 95),
-                     "p99": pct(s.values, 99), "max": s.max}  # fmt: skip
+            stats = {
+                "min": s.min,
+                "median": s.median,
+                "p95": pct(s.values, 95),
+                "p99": pct(s.values, 99),
+                "max": s.max,
+            }
             for i, key in enumerate(("min", "median", "p95", "p99")):
                 if key in cols:
                     cells[i] = f"{stats[key]:.{digits}f}"
@@ -490,30 +567,66 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
             a[f"{d}_ratio"] = round(ratio, 3)
             row("a", f"raw {d} {a['size_mib']} MiB", r[f"raw {d}"], "min median", "", None)
             row("a", f"ours {d} {a['size_mib']} MiB", r[f"ours {d}"], "min median", "", None)
-            row("a", f"ratio ours/raw {d}", None, "", f">= {TARGET_RATIO}x",
-                ratio >= TARGET_RATIO, f"{ratio:.2f}x")  # fmt: skip
+            row(
+                "a",
+                f"ratio ours/raw {d}",
+                None,
+                "",
+                f">= {TARGET_RATIO}x",
+                ratio >= TARGET_RATIO,
+                f"{ratio:.2f}x",
+            )
             summary.append(f"{d} {ratio:.2f}x raw")
         growth = a["server_rss"]["ours"]["growth_mib"]
-        row("a", "our server peak RSS growth MiB", None, "", f"<= {TARGET_RSS_MIB:.0f}",
-            growth <= TARGET_RSS_MIB, f"{growth:.1f}")  # fmt: skip
-        row("a", "raw server peak RSS growth MiB", None, "", "", None,
-            f"{a['server_rss']['raw']['growth_mib']:.1f}")  # fmt: skip
+        row(
+            "a",
+            "our server peak RSS growth MiB",
+            None,
+            "",
+            f"<= {TARGET_RSS_MIB:.0f}",
+            growth <= TARGET_RSS_MIB,
+            f"{growth:.1f}",
+        )
+        row(
+            "a",
+            "raw server peak RSS growth MiB",
+            None,
+            "",
+            "",
+            None,
+            f"{a['server_rss']['raw']['growth_mib']:.1f}",
+        )
         summary.append(f"RSS +{growth:.0f} MiB")
     if "b" in results:
         b = results["b"]["_samples"]
         q: Samples = b["queued"]
-        row("b", "pickup: queued -> start", q, "min median p95", f"median < {TARGET_PICKUP_S}",
-            q.median < TARGET_PICKUP_S)  # fmt: skip
+        row(
+            "b",
+            "pickup: queued -> start",
+            q,
+            "min median p95",
+            f"median < {TARGET_PICKUP_S}",
+            q.median < TARGET_PICKUP_S,
+        )
         row("b", "pickup: registered -> start", b["registered"], "min median p95", "", None)
         summary.append(f"pickup median {q.median:.3f} s")
     if "c" in results:
         c = results["c"]
         lat: Samples = c["_samples"]
         label = f"{c['pollers']} pollers, {c['calcs']} calcs"
-        ok_lat = bool(lat.values) and pct(lat.values, 99) < TARGET_CLAIM_P99_S and \
-            len(lat.values) == c["calcs"]  # fmt: skip
-        row("c", f"claim latency ({label})", lat, "min median p99", f"p99 < {TARGET_CLAIM_P99_S}",
-            ok_lat)  # fmt: skip
+        ok_lat = (
+            bool(lat.values)
+            and pct(lat.values, 99) < TARGET_CLAIM_P99_S
+            and len(lat.values) == c["calcs"]
+        )
+        row(
+            "c",
+            f"claim latency ({label})",
+            lat,
+            "min median p99",
+            f"p99 < {TARGET_CLAIM_P99_S}",
+            ok_lat,
+        )
         row("c", "double claims", None, "", "0", c["double_claims"] == 0, str(c["double_claims"]))
         row("c", "calcs never claimed", None, "", "0", c["missing"] == 0, str(c["missing"]))
         row(
@@ -548,8 +661,9 @@ def main() -> int:
         ap.error("--cases takes a comma-separated subset of a,b,c")
     sizes = QUICK if args.quick else FULL
     if args.pollers or args.calcs:
-        sizes = replace(sizes, pollers=args.pollers or sizes.pollers,
-                        calcs=args.calcs or sizes.calcs)  # fmt: skip
+        sizes = replace(
+            sizes, pollers=args.pollers or sizes.pollers, calcs=args.calcs or sizes.calcs
+        )
     machine = machine_info(packages=["requests", "urllib3", "bottle", "cheroot"])
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -578,19 +692,33 @@ def main() -> int:
         prog.clear()
     rows, summary, ok = report(results)
     headers = ["case", "metric", "unit", "min", "median", "p95", "p99", "n", "target", "ok"]
-    print(f"WebAPI mode, {'quick' if args.quick else 'full'} run, TLS on 127.0.0.1, "
-          f"{machine['nproc']} cores, load {machine['load_avg_at_start'][0]}")  # fmt: skip
+    print(
+        f"WebAPI mode, {'quick' if args.quick else 'full'} run, TLS on 127.0.0.1, "
+        f"{machine['nproc']} cores, load {machine['load_avg_at_start'][0]}"
+    )
     print(format_table(headers, rows, left=2))
     load_end = [round(x, 2) for x in os.getloadavg()]
     print(f"\nsummary: {'all targets met' if ok else 'target MISSED'}: " + "; ".join(summary))
     for res in results.values():
         res.pop("_samples", None)
-    path = write_json("webapi", {
-        "quick": args.quick, "cases": cases, "sizes": asdict(sizes), "results": results,
-        "targets": {"ratio": TARGET_RATIO, "rss_growth_mib": TARGET_RSS_MIB,
-                    "pickup_median_s": TARGET_PICKUP_S, "claim_p99_s": TARGET_CLAIM_P99_S},
-        "ok": ok, "load_avg_at_end": load_end, "machine": machine,
-    })  # fmt: skip
+    path = write_json(
+        "webapi",
+        {
+            "quick": args.quick,
+            "cases": cases,
+            "sizes": asdict(sizes),
+            "results": results,
+            "targets": {
+                "ratio": TARGET_RATIO,
+                "rss_growth_mib": TARGET_RSS_MIB,
+                "pickup_median_s": TARGET_PICKUP_S,
+                "claim_p99_s": TARGET_CLAIM_P99_S,
+            },
+            "ok": ok,
+            "load_avg_at_end": load_end,
+            "machine": machine,
+        },
+    )
     print(f"wrote {path}")
     return 0 if ok else 1
 

@@ -56,18 +56,31 @@ def run(var_dir: Path) -> int:
         shutil.rmtree(base)
     (base / "server").mkdir(parents=True)
     server_cfg = base / "server" / "config.yml"
-    server_cfg.write_text(yaml.safe_dump({
-        "listen": "127.0.0.1", "port": 0,
-        "data_dir": str(base / "server" / "data"), "users_file": str(base / "server" / "users.yml"),
-        "log_file": str(base / "server" / "server.log"),
-        "lease_seconds": 60, "heartbeat_seconds": 5, "claim_wait_max": 5,
-        "sites": {SITE: {"commands": ["sample"]}},
-    }))  # fmt: skip
+    server_cfg.write_text(
+        yaml.safe_dump(
+            {
+                "listen": "127.0.0.1",
+                "port": 0,
+                "data_dir": str(base / "server" / "data"),
+                "users_file": str(base / "server" / "users.yml"),
+                "log_file": str(base / "server" / "server.log"),
+                "lease_seconds": 60,
+                "heartbeat_seconds": 5,
+                "claim_wait_max": 5,
+                "sites": {SITE: {"commands": ["sample"]}},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXTCOMP_")}
     api = [sys.executable, "-m", "webapi.cli"]
     print("WebAPI demo")
-    added = subprocess.run([*api, "users", "add", "demo", "--config", str(server_cfg)],
-                           capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    added = subprocess.run(
+        [*api, "users", "add", "demo", "--config", str(server_cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if added.returncode != 0:
         print(f"  could not add the demo user: {added.stderr.strip()}")
         return 1
@@ -79,24 +92,42 @@ def run(var_dir: Path) -> int:
 
     server = poller = None
     try:
-        server = subprocess.Popen([*api, "serve", "--config", str(server_cfg)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        server = subprocess.Popen(
+            [*api, "serve", "--config", str(server_cfg)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         url = _wait_for_url(base / "server" / "server.log", server)
         print(f"  API server at {url} (data in {base / 'server' / 'data'})")
 
         poller_cfg = base / "poller" / "config.yml"
-        poller_cfg.write_text(yaml.safe_dump({
-            "site": SITE, "url": url, "token_file": str(token_file),
-            "work_base": str(base / "poller" / "work"), "state_dir": str(base / "poller" / "state"),
-            "claim_wait": 5, "retry": {"count": 3, "interval": 2},
-            "commands": {"sample": {"argv": [sys.executable, str(HERE / "sample_program.py")],
-                                    "timeout": 300}},
-        }))  # fmt: skip
+        poller_cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "site": SITE,
+                    "url": url,
+                    "token_file": str(token_file),
+                    "work_base": str(base / "poller" / "work"),
+                    "state_dir": str(base / "poller" / "state"),
+                    "claim_wait": 5,
+                    "retry": {"count": 3, "interval": 2},
+                    "commands": {
+                        "sample": {
+                            "argv": [sys.executable, str(HERE / "sample_program.py")],
+                            "timeout": 300,
+                        }
+                    },
+                }
+            )
+        )
         with (base / "poller" / "poller.log").open("wb") as poller_log:
             poller = subprocess.Popen(
                 [sys.executable, "-m", "webapi.poller.cli", "--config", str(poller_cfg)],
-                env=env, stdout=poller_log, stderr=poller_log,
-            )  # fmt: skip
+                env=env,
+                stdout=poller_log,
+                stderr=poller_log,
+            )
         print(f"  poller for site {SITE} started (log {base / 'poller' / 'poller.log'})")
 
         inputs = base / "inputs"
@@ -106,9 +137,13 @@ def run(var_dir: Path) -> int:
         results = base / "results"
         with Client(url, token, poll_interval=0.5) as client:
             result = client.run(
-                SITE, "sample", [], [inputs], results_dir=results,
+                SITE,
+                "sample",
+                [],
+                [inputs],
+                results_dir=results,
                 on_status=lambda c: print(f"  {c.id}: {c.state}"),
-            )  # fmt: skip
+            )
         if not result.ok:
             print(f"  calc {result.calc.id} {result.calc.state}: {result.calc.reason}")
             return 1

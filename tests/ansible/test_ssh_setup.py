@@ -110,10 +110,20 @@ def world() -> Iterator[SshWorld]:
         keys = root / "keys" / user / "authorized_keys"
         keys.parent.mkdir(parents=True)
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "other@elsewhere", "-f",
-             str(root / "other")],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "other@elsewhere",
+                "-f",
+                str(root / "other"),
+            ],
             check=True,
-        )  # fmt: skip
+        )
         unrelated = 'from="10.0.0.1" ' + (root / "other.pub").read_text().strip()
         keys.write_text(unrelated + "\n")
         sshd = start_account_sshd(root / "sshd2", user, keys)
@@ -332,11 +342,27 @@ def test_retire_removes_only_the_site(world: SshWorld, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{world.sshd.port} {world.sshd.host_pub}\n")
     done = subprocess.run(
-        ["ssh", "-i", str(world.key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={known}", "-p", str(world.sshd.port),
-         f"{world.user}@127.0.0.1", "extcomp-remote", "version"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "ssh",
+            "-i",
+            str(world.key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-p",
+            str(world.sshd.port),
+            f"{world.user}@127.0.0.1",
+            "extcomp-remote",
+            "version",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
     spec = world.spec(tmp_path / "results", known_hosts=known)
     try:

@@ -101,11 +101,19 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 def _token(api: dict[str, Any], user: str, label: str) -> str:
     cli = [
-        "runuser", "-u", api["api_server_user"], "--",
+        "runuser",
+        "-u",
+        api["api_server_user"],
+        "--",
         f"{api['api_server_install_dir']}/venv/bin/extcomp-api",
-        "--config", f"{api['api_server_config_dir']}/config.yml",
-        "users", "token", user, "--label", label,
-    ]  # fmt: skip
+        "--config",
+        f"{api['api_server_config_dir']}/config.yml",
+        "users",
+        "token",
+        user,
+        "--label",
+        label,
+    ]
     done = subprocess.run(cli, capture_output=True, text=True, check=True)
     return done.stdout.strip().splitlines()[-1]
 

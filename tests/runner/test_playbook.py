@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -41,7 +45,33 @@ def test_only_raw_set_fact_and_the_rsync_action_are_used() -> None:
             assert str(raw).startswith("{{ __step_cmd }} "), task["name"]
 
 
-def test_the_wheel_ships_the_playbook_and_config() -> None:
-    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
-    assert '"playbooks" = "runner/_ansible/playbooks"' in text
-    assert resources.ansible_cfg().is_file()
+def test_the_wheel_ships_what_the_runner_needs(tmp_path: Path) -> None:
+    """Build the wheel, unpack it as an install would, and let the runner find its files there."""
+    root = Path(__file__).parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("mint_extcomp-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    probe = (
+        "from runner import resources as r; "
+        "print(r.playbook(), r.ansible_cfg(), r.helper_script(), sep='\\n')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = [Path(line) for line in out.stdout.splitlines()]
+    assert len(found) == 3 and all(p.is_file() and p.is_relative_to(site) for p in found), found
+    assert (found[0].parent / "action_plugins" / "extcomp_rsync.py").is_file()
+    # The wheel carries no test code and no other package than the two.
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"runner", "webapi"}

@@ -12,7 +12,7 @@ from runner.errors import UsageError
 from runner.record import StepStore
 from runner.steps import Outcome
 from tests.fixtures.sshd import SshHost
-from tests.runner.conftest import SpecFactory, write
+from tests.runner.conftest import BOTH_KEYS, SpecFactory, write
 
 
 def test_sample_entry_script_summarises_inputs(make_spec: SpecFactory, tmp_path: Path) -> None:
@@ -30,6 +30,7 @@ def test_sample_entry_script_summarises_inputs(make_spec: SpecFactory, tmp_path:
     assert set(result.seconds) == {"mkdir", "push", "start", "wait", "pull", "clean"}
 
 
+@BOTH_KEYS
 def test_exit_code_of_the_remote_program_is_propagated(make_spec: SpecFactory) -> None:
     result = run_step(make_spec("echo", "out", "echoerr", "bad thing", "exit", "3"))
     assert (result.outcome, result.exit_code, result.remote_rc) == (Outcome.FAILED, 3, 3)
@@ -38,6 +39,7 @@ def test_exit_code_of_the_remote_program_is_propagated(make_spec: SpecFactory) -
     assert (logs / "stderr.log").read_text() == "bad thing\n"
 
 
+@BOTH_KEYS
 def test_dirs_and_files_in_and_the_whole_dir_out(make_spec: SpecFactory, tmp_path: Path) -> None:
     write(tmp_path / "data" / "a.txt", "A")
     write(tmp_path / "data" / "sub" / "b.txt", "B")

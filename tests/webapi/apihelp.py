@@ -42,21 +42,32 @@ class Api:
     def register(self, files: dict[str, bytes] | None = None, **kw: Any) -> dict[str, Any]:
         files = {"in.txt": b"hello"} if files is None else files
         body = {
-            "site": "site-a", "command": "sample", "args": ["--steps", "1"],
+            "site": "site-a",
+            "command": "sample",
+            "args": ["--steps", "1"],
             "inputs": [{"name": n, "size": len(d), "sha256": sha(d)} for n, d in files.items()],
             **kw,
-        }  # fmt: skip
+        }
         resp = self.call("POST", "/api/v1/calcs", json=body)
         assert resp.status_code == 201, resp.text
         calc: dict[str, Any] = resp.json()
         return calc
 
-    def put(self, calc_id: str, name: str, data: bytes, offset: int = 0, kind: str = "inputs",
-            **params: Any) -> requests.Response:  # fmt: skip
+    def put(
+        self,
+        calc_id: str,
+        name: str,
+        data: bytes,
+        offset: int = 0,
+        kind: str = "inputs",
+        **params: Any,
+    ) -> requests.Response:
         return self.call(
-            "PUT", f"/api/v1/calcs/{calc_id}/{kind}/{quote(name, safe='')}",
-            params={"offset": offset, **params}, data=data,
-        )  # fmt: skip
+            "PUT",
+            f"/api/v1/calcs/{calc_id}/{kind}/{quote(name, safe='')}",
+            params={"offset": offset, **params},
+            data=data,
+        )
 
     def queued(self, files: dict[str, bytes] | None = None, **kw: Any) -> dict[str, Any]:
         files = {"in.txt": b"hello"} if files is None else files

@@ -111,9 +111,14 @@ def make_api_server(
         config_path, tokens = _prepare(base, tls_material, overrides)
         log_path = base / "server.log"
         common = dict(
-            ca_file=tls_material[0], config_path=config_path, data_dir=base / "data",
-            users_file=base / "users.yml", tokens=tokens, log_path=log_path, base_dir=base,
-        )  # fmt: skip
+            ca_file=tls_material[0],
+            config_path=config_path,
+            data_dir=base / "data",
+            users_file=base / "users.yml",
+            tokens=tokens,
+            log_path=log_path,
+            base_dir=base,
+        )
         if subprocess:
             return _start_subprocess(config_path, log_path, common, stops)
         return _start_thread(config_path, log_path, common, stops)
@@ -159,8 +164,10 @@ def _start_subprocess(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "webapi.cli", "serve", "--config", str(config_path), "--verbose"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         url = _wait_for_log_after(log_path, proc, offset)
     except Exception:

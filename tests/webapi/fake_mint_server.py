@@ -164,11 +164,14 @@ class FakeMintServer:
             status, answer = 404, _env(404, "not found")
         else:
             query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-            status, answer = self.handle(environ["REQUEST_METHOD"], path[len(PREFIX) :], query,
-                                         body)  # fmt: skip
+            status, answer = self.handle(
+                environ["REQUEST_METHOD"], path[len(PREFIX) :], query, body
+            )
         data = json.dumps(answer, ensure_ascii=False).encode("utf-8")
-        start_response(f"{status} X", [("Content-Type", "application/json"),
-                                       ("Content-Length", str(len(data)))])  # fmt: skip
+        start_response(
+            f"{status} X",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
         return iter([data])
 
     def start(self) -> FakeMintServer:
@@ -179,8 +182,9 @@ class FakeMintServer:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self._server = make_server("127.0.0.1", 0, self.app, server_class=Server,
-                                   handler_class=Quiet)  # fmt: skip
+        self._server = make_server(
+            "127.0.0.1", 0, self.app, server_class=Server, handler_class=Quiet
+        )
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self

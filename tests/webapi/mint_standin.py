@@ -76,12 +76,16 @@ class OriginalWorkflow(Proto):
                 files[name] = [base64.b64encode(data).decode(), "text/plain;", "charset=us-ascii"]
         results = {name: dict(PLACEHOLDER) for name in [*outputs, JP_STDOUT, JP_STDERR]}
         return {
-            "command": command, "remote-site": self.site, "parameters": params,
-            "parameter_files": files, "result_files": results,
-        }  # fmt: skip
+            "command": command,
+            "remote-site": self.site,
+            "parameters": params,
+            "parameter_files": files,
+            "result_files": results,
+        }
 
-    def submit(self, command: str, inputs: dict[str, bytes | None], outputs: list[str],
-               params: str = "") -> str | None:  # fmt: skip
+    def submit(
+        self, command: str, inputs: dict[str, bytes | None], outputs: list[str], params: str = ""
+    ) -> str | None:
         body = {"calc-info": self.calc_info(command, inputs, outputs, params)}
         resp = self.call("POST", "add-calcinfo", json=body)
         if resp.status_code != 200 or self.first(resp)["code"] != 200:
@@ -134,8 +138,15 @@ class OriginalWorkflow(Proto):
                 (workdir / name).write_bytes(base64.b64decode(entry["content"]))
         return WfResult(0 if status == "completed" else 1, accept_id, status, files)
 
-    def run(self, command: str, inputs: dict[str, bytes | None], outputs: list[str],
-            workdir: Path, params: str = "", timeout: float = 30) -> WfResult:  # fmt: skip
+    def run(
+        self,
+        command: str,
+        inputs: dict[str, bytes | None],
+        outputs: list[str],
+        workdir: Path,
+        params: str = "",
+        timeout: float = 30,
+    ) -> WfResult:
         accept_id = self.submit(command, inputs, outputs, params)
         if accept_id is None:
             return WfResult(1)
@@ -185,8 +196,9 @@ class OriginalPoller(Proto):
         env = {**os.environ, "CALC_DIR": str(calc_dir)}
         with open(calc_dir / JP_STDOUT, "wb") as out, open(calc_dir / JP_STDERR, "wb") as err:
             # The original runs the command through a shell, no arguments, no timeout.
-            code = subprocess.call(["/bin/sh", "-c", info["command"]], cwd=calc_dir, env=env,
-                                   stdout=out, stderr=err)  # fmt: skip
+            code = subprocess.call(
+                ["/bin/sh", "-c", info["command"]], cwd=calc_dir, env=env, stdout=out, stderr=err
+            )
         results: dict[str, Any] = {}
         present = 0
         for name in info["result_files"]:
@@ -195,11 +207,15 @@ class OriginalPoller(Proto):
                 present += name not in (JP_STDOUT, JP_STDERR)
                 results[name] = {
                     "content": base64.b64encode(path.read_bytes()).decode(),
-                    "mimetype1": "text/plain;", "mimetype2": "charset=utf-8",
-                }  # fmt: skip
+                    "mimetype1": "text/plain;",
+                    "mimetype2": "charset=utf-8",
+                }
             else:
-                results[name] = {"content": "", "mimetype1": "Error",
-                                 "mimetype2": f"{name}: No such file or directory"}  # fmt: skip
+                results[name] = {
+                    "content": "",
+                    "mimetype1": "Error",
+                    "mimetype2": f"{name}: No such file or directory",
+                }
         wanted = [n for n in info["result_files"] if n not in (JP_STDOUT, JP_STDERR)]
         ok = code == 0 and (present > 0 or not wanted)
         return ("calc end" if ok else "abnormal"), results

@@ -119,27 +119,51 @@ class PollerProc:
 
 
 def start_poller(
-    url: str, site: str, token: str, base: Path, programs: dict[str, Path], *extra: str,
+    url: str,
+    site: str,
+    token: str,
+    base: Path,
+    programs: dict[str, Path],
+    *extra: str,
     allow: tuple[str, ...] = ("sample", "fail", "nofile", "sleep", "copy"),
     env: dict[str, str] | None = None,
-) -> PollerProc:  # fmt: skip
+) -> PollerProc:
     """`extcomp-poller --protocol mint SITE URL - …` with the token in a 0600 file."""
     base.mkdir(parents=True, exist_ok=True)
     token_file = base / "token"
     token_file.write_text(token)
     token_file.chmod(0o600)
     argv = [
-        sys.executable, "-c", _PEAK, "webapi.poller.cli", "--protocol", "mint", site, url, "-",
-        f"calc_base:{base / 'work'}", "retry:3,0.3", "--token-file", str(token_file),
-        "--state-dir", str(base / "state"), "--poll-interval", "0.1", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        _PEAK,
+        "webapi.poller.cli",
+        "--protocol",
+        "mint",
+        site,
+        url,
+        "-",
+        f"calc_base:{base / 'work'}",
+        "retry:3,0.3",
+        "--token-file",
+        str(token_file),
+        "--state-dir",
+        str(base / "state"),
+        "--poll-interval",
+        "0.1",
+        *extra,
+    ]
     for name in allow:
         argv += ["--allow", f"{name}={programs[name]}"]
     log = base / f"poller-{time.monotonic_ns()}.log"
     peak = log.with_suffix(".peak")
     with log.open("wb") as fh:
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                                env=_env({**(env or {}), "MINT_PEAK_FILE": str(peak)}))  # fmt: skip
+        proc = subprocess.Popen(
+            argv,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=_env({**(env or {}), "MINT_PEAK_FILE": str(peak)}),
+        )
     return PollerProc(proc, log, peak)
 
 
@@ -157,19 +181,40 @@ class WfProc:
 
 
 def start_wf(
-    url: str, site: str, token: str, command: str, inputs: str, outputs: str, cwd: Path,
+    url: str,
+    site: str,
+    token: str,
+    command: str,
+    inputs: str,
+    outputs: str,
+    cwd: Path,
     *extra: str,
-) -> WfProc:  # fmt: skip
+) -> WfProc:
     """`extcomp-api wf URL SITE - COMMAND IN OUT` with the token in the environment."""
     cwd.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable, "-c", _PEAK, "webapi.cli", "wf", url, site, "-", command, inputs, outputs,
-        "--poll-interval", "0.1", "--timeout", "90", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-c",
+        _PEAK,
+        "webapi.cli",
+        "wf",
+        url,
+        site,
+        "-",
+        command,
+        inputs,
+        outputs,
+        "--poll-interval",
+        "0.1",
+        "--timeout",
+        "90",
+        *extra,
+    ]
     peak = cwd.parent / f"wf-{time.monotonic_ns()}.peak"
     env = _env({"EXTCOMP_API_TOKEN": token, "MINT_PEAK_FILE": str(peak)})
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     return WfProc(proc, peak)
 
 

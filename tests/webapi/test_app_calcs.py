@@ -20,8 +20,10 @@ def test_full_round_trip(api_server: RunningServer) -> None:
     calc = api.register({"in.txt": b"hello", "data/big.bin": big})
     assert calc["state"] == "registered" and calc["user"] == "alice"
     assert api.put(calc["id"], "in.txt", b"hello").json() == {
-        "name": "in.txt", "received": 5, "complete": True,
-    }  # fmt: skip
+        "name": "in.txt",
+        "received": 5,
+        "complete": True,
+    }
     assert api.put(calc["id"], "data/big.bin", big[:1000]).json()["received"] == 1000
     assert api.put(calc["id"], "data/big.bin", big[1000:], offset=1000).json()["complete"]
     assert api.get(calc["id"])["state"] == "queued"
@@ -66,10 +68,17 @@ def test_request_id_is_idempotent(api_server: RunningServer) -> None:
         ({"site": "site-a", "command": "sample", "args": "x"}, 400, "bad_request"),
         ({"site": "site-a", "command": "sample", "bogus": 1}, 400, "bad_request"),
         ({"site": "site-a", "command": "sample", "timeout": -1}, 400, "bad_request"),
-        ({"site": "site-a", "command": "sample",
-          "inputs": [{"name": "../x", "size": 1, "sha256": "0" * 64}]}, 400, "bad_request"),
+        (
+            {
+                "site": "site-a",
+                "command": "sample",
+                "inputs": [{"name": "../x", "size": 1, "sha256": "0" * 64}],
+            },
+            400,
+            "bad_request",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_registrations(
     api_server: RunningServer, body: dict[str, object], status: int, code: str
 ) -> None:

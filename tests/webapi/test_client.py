@@ -60,8 +60,20 @@ def test_cli_no_wait_list_show_cancel_json(
 ) -> None:
     f = tmp_path / "in.txt"
     f.write_text("data\n")
-    argv = ["submit", "--site", "site-a", "--command", "sample", "--input", str(f), "--no-wait",
-            "--json", "--", "--flag", "x y"]  # fmt: skip
+    argv = [
+        "submit",
+        "--site",
+        "site-a",
+        "--command",
+        "sample",
+        "--input",
+        str(f),
+        "--no-wait",
+        "--json",
+        "--",
+        "--flag",
+        "x y",
+    ]
     assert client_main(argv) == 0
     calc = json.loads(capsys.readouterr().out)
     assert calc["args"] == ["--flag", "x y"] and calc["state"] == "queued"
@@ -114,9 +126,12 @@ def test_cli_settings_errors(
 
 
 def test_cli_login_writes_private_token(
-    api_server: RunningServer, env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    api_server: RunningServer,
+    env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     target = tmp_path / "cfg" / "token"
     monkeypatch.setenv("EXTCOMP_API_PASSWORD", api_server.passwords["bob"])
     assert client_main(["login", "--user", "bob", "--token-file", str(target)]) == 0
@@ -139,8 +154,9 @@ def test_wait_survives_server_restart(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = make_api_server(subprocess=True, port=port)
-    client = Client(server.url, server.tokens["alice"], ca_file=server.ca_file,
-                    poll_interval=0.2, patience=60)  # fmt: skip
+    client = Client(
+        server.url, server.tokens["alice"], ca_file=server.ca_file, poll_interval=0.2, patience=60
+    )
     f = tmp_path / "in.txt"
     f.write_text("a b c\n")
     calc = client.submit("site-a", "sample", [], [f])

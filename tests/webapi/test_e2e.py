@@ -23,10 +23,16 @@ from webapi.poller.state import StateDir
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = [sys.executable, str(ROOT / "demo" / "sample_program.py")]
-FAIL = [sys.executable, "-c", "import sys; print('about to fail'); "
-        "sys.stderr.write('boom: bad input\\n'); sys.exit(3)"]  # fmt: skip
-SLEEP = [sys.executable, "-c", "import os, sys, time; print(os.getpid(), flush=True); "
-         "time.sleep(float(sys.argv[1]))"]  # fmt: skip
+FAIL = [
+    sys.executable,
+    "-c",
+    "import sys; print('about to fail'); sys.stderr.write('boom: bad input\\n'); sys.exit(3)",
+]
+SLEEP = [
+    sys.executable,
+    "-c",
+    "import os, sys, time; print(os.getpid(), flush=True); time.sleep(float(sys.argv[1]))",
+]
 
 
 def poller_config(server: RunningServer, tmp: Path, **over: Any) -> PollerConfig:
@@ -70,8 +76,9 @@ class PollerThread:
 
 @pytest.fixture
 def client(api_server: RunningServer) -> Iterator[Client]:
-    with Client(api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file,
-                poll_interval=0.2) as c:  # fmt: skip
+    with Client(
+        api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file, poll_interval=0.2
+    ) as c:
         yield c
 
 
@@ -91,8 +98,14 @@ def test_round_trip_python_api(api_server: RunningServer, client: Client, tmp_pa
     single.write_text("x y z\n")
     poller = PollerThread(poller_config(api_server, tmp_path)).start()
     seen: list[str] = []
-    result = client.run("site-a", "sample", [], [inputs, single], results_dir=tmp_path / "out",
-                        on_status=lambda c: seen.append(c.state))  # fmt: skip
+    result = client.run(
+        "site-a",
+        "sample",
+        [],
+        [inputs, single],
+        results_dir=tmp_path / "out",
+        on_status=lambda c: seen.append(c.state),
+    )
     assert poller.join() == 0
     assert result.ok and result.exit_code == 0
     assert seen[-1] == "succeeded"
@@ -105,17 +118,20 @@ def test_round_trip_python_api(api_server: RunningServer, client: Client, tmp_pa
 
 
 def test_cli_failure_shows_reason_and_stderr_tail(
-    api_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    api_server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(api_server.tokens["alice"])
     monkeypatch.setenv("EXTCOMP_API_URL", api_server.url)
     monkeypatch.setenv("EXTCOMP_API_TOKEN_FILE", str(token_file))
     monkeypatch.setenv("EXTCOMP_API_CA", str(api_server.ca_file))
     poller = PollerThread(poller_config(api_server, tmp_path)).start()
-    code = client_main(["submit", "--site", "site-a", "--command", "fail",
-                        "--results", str(tmp_path / "res")])  # fmt: skip
+    code = client_main(
+        ["submit", "--site", "site-a", "--command", "fail", "--results", str(tmp_path / "res")]
+    )
     assert poller.join() == 0
     err = capsys.readouterr().err
     assert code == 3
@@ -185,16 +201,34 @@ def test_large_file_round_trip(api_server: RunningServer, client: Client, tmp_pa
 
 
 def test_time_limit_stops_program_and_cli_exits_124(
-    api_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    api_server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("EXTCOMP_API_TOKEN", api_server.tokens["alice"])
     monkeypatch.delenv("EXTCOMP_API_TOKEN_FILE", raising=False)
     config = poller_config(api_server, tmp_path, commands={"sleep": {"argv": SLEEP, "timeout": 30}})
     poller = PollerThread(config).start()
-    code = client_main(["submit", "--url", api_server.url, "--ca-file", str(api_server.ca_file),
-                        "--site", "site-a", "--command", "sleep", "--timeout", "1",
-                        "--results", str(tmp_path / "r"), "--", "60"])  # fmt: skip
+    code = client_main(
+        [
+            "submit",
+            "--url",
+            api_server.url,
+            "--ca-file",
+            str(api_server.ca_file),
+            "--site",
+            "site-a",
+            "--command",
+            "sleep",
+            "--timeout",
+            "1",
+            "--results",
+            str(tmp_path / "r"),
+            "--",
+            "60",
+        ]
+    )
     assert poller.join() == 0
     err = capsys.readouterr().err
     assert code == 124, err

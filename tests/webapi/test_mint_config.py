@@ -54,12 +54,16 @@ def test_parse_ini_and_import_command(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (conf.listen, conf.port) == ("0.0.0.0", 50443)
     assert main(["import-ini", str(ini)]) == 0
     doc = yaml.safe_load(capsys.readouterr().out)
-    assert doc["port"] == 50443 and doc["sites"]["ini-b"]["commands"] == ["/opt/mi/bin/run.sh",
-                                                                         "python3"]  # fmt: skip
+    assert doc["port"] == 50443 and doc["sites"]["ini-b"]["commands"] == [
+        "/opt/mi/bin/run.sh",
+        "python3",
+    ]
     parse_config(doc, tmp_path / "config.yml")  # what it prints is a valid config of ours
-    for bad, words in (("[Server]\n", "remote_site_ids"), ("nonsense", "not a valid ini"),
-                       ("[RemoteSites]\nremote_site_ids = x\n[Server]\nportnumber = http\n",
-                        "portnumber")):  # fmt: skip
+    for bad, words in (
+        ("[Server]\n", "remote_site_ids"),
+        ("nonsense", "not a valid ini"),
+        ("[RemoteSites]\nremote_site_ids = x\n[Server]\nportnumber = http\n", "portnumber"),
+    ):
         ini.write_text(bad)
         with pytest.raises(ConfigError, match=words):
             parse_ini(bad, ini)
@@ -91,10 +95,19 @@ def test_merge_keeps_yaml_site_settings(tmp_path: Path) -> None:
     ini = tmp_path / "x.ini"
     ini.write_text(INI.format(commands="a.sh"))
     path = tmp_path / "config.yml"
-    path.write_text(yaml.safe_dump({
-        "data_dir": "d", "users_file": "u.yml", "mint_ini": "x.ini", "legacy_lease": 60,
-        "sites": {"ini-a": {"commands": ["sample"], "lease_seconds": 90, "legacy_lease": 0}},
-    }))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": "d",
+                "users_file": "u.yml",
+                "mint_ini": "x.ini",
+                "legacy_lease": 60,
+                "sites": {
+                    "ini-a": {"commands": ["sample"], "lease_seconds": 90, "legacy_lease": 0}
+                },
+            }
+        )
+    )
     conf = load_config(path)
     assert conf.sites["ini-a"].commands == ("sample", "a.sh")
     assert conf.sites["ini-a"].lease_seconds == 90
@@ -129,9 +142,11 @@ def test_users_add_with_a_mint_token(
 
 @pytest.mark.slow
 def test_legacy_lease_outlives_the_native_lease_and_admin_commands(
-    make_api_server: Callable[..., RunningServer], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    make_api_server: Callable[..., RunningServer],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     env = make_env(make_api_server, tmp_path)  # native lease_seconds 3, reaper every 0.5 s
     wf, poller, api = env.wf(), env.poller(), Api(env.server, "mia")
     aid = wf.submit(env.commands["ok.sh"], {"in.txt": b"x"}, ["out.txt"])

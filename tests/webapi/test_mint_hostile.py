@@ -54,13 +54,17 @@ def _add(
         ({"a/b.txt": ["QUJD", "text/plain;", "x"]}, 400, "must be a bare name"),
         ({"..": ["QUJD", "text/plain;", "x"]}, 400, "'..' part"),
         ({"in.txt": ["QUJD", "text/plain;"]}, 400, "[base64, mime, charset]"),
-        ({"in.txt": ["", "", ""], "big": [base64.b64encode(b"x" * (3 << 20)).decode(), "", ""]},
-         413, "over the quota"),
+        (
+            {"in.txt": ["", "", ""], "big": [base64.b64encode(b"x" * (3 << 20)).decode(), "", ""]},
+            413,
+            "over the quota",
+        ),
         ({"big": [base64.b64encode(b"x" * (12 << 20)).decode(), "", ""]}, 413, "quota"),
     ],
-)  # fmt: skip
-def test_bad_registrations_store_nothing(env: MintEnv, files: dict[str, Any], status: int,
-                                         words: str) -> None:  # fmt: skip
+)
+def test_bad_registrations_store_nothing(
+    env: MintEnv, files: dict[str, Any], status: int, words: str
+) -> None:
     before = snapshot(env.server.data_dir)
     got, first = _add(env, files)
     assert (got, first["code"]) == (status, status) and words in first["message"], first
@@ -69,11 +73,22 @@ def test_bad_registrations_store_nothing(env: MintEnv, files: dict[str, Any], st
 
 def test_truncated_and_malformed_json(env: MintEnv) -> None:
     before = snapshot(env.server.data_dir)
-    whole = json.dumps({"calc-info": {"command": env.commands["ok.sh"], "remote-site": SITE,
-                        "parameter_files": {"in.txt": ["QUJDRA==", "", ""]}}}).encode()  # fmt: skip
-    for raw, words in ((whole[:-30], "ended early"), (whole + b"{}", "after the JSON document"),
-                       (b"[1, 2]", "must be an object"), (b"", "ended early"),
-                       (b'{"calc-info": {"a": "\\ud800"}}', "bad string")):  # fmt: skip
+    whole = json.dumps(
+        {
+            "calc-info": {
+                "command": env.commands["ok.sh"],
+                "remote-site": SITE,
+                "parameter_files": {"in.txt": ["QUJDRA==", "", ""]},
+            }
+        }
+    ).encode()
+    for raw, words in (
+        (whole[:-30], "ended early"),
+        (whole + b"{}", "after the JSON document"),
+        (b"[1, 2]", "must be an object"),
+        (b"", "ended early"),
+        (b'{"calc-info": {"a": "\\ud800"}}', "bad string"),
+    ):
         status, first = _add(env, {}, raw)
         assert status == 400 and words in first["message"], first
     _unchanged(env, before)
@@ -152,8 +167,12 @@ def test_results_for_a_calc_not_taken(env: MintEnv) -> None:
     assert aid is not None
     poller = env.poller()
     before = snapshot(env.server.data_dir)
-    for name, body in (("send-results", {"result_files": {}}), ("calc-start", {}),
-                       ("calc-end", {"result": "calc end"}), ("end-send", {})):  # fmt: skip
+    for name, body in (
+        ("send-results", {"result_files": {}}),
+        ("calc-start", {}),
+        ("calc-end", {"result": "calc end"}),
+        ("end-send", {}),
+    ):
         resp = poller.call("POST", name, json={**poller.ids(aid), **body})
         first = resp.json()["errors"][0]
         assert resp.status_code == 409 and "take it with calc-params first" in first["message"]

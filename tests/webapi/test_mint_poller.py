@@ -24,9 +24,14 @@ from tests.webapi.minthelp import (
 TOKEN = "ab" * 32  # a MInt API token: 64 hex digits
 SITE = "site-x"
 POLLER_STEPS = [
-    "GET calc-request", "GET calc-params", "POST calc-params-complete", "POST calc-start",
-    "POST calc-end", "POST send-results", "POST end-send",
-]  # fmt: skip
+    "GET calc-request",
+    "GET calc-params",
+    "POST calc-params-complete",
+    "POST calc-start",
+    "POST calc-end",
+    "POST send-results",
+    "POST end-send",
+]
 
 
 @pytest.fixture

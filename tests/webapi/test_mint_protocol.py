@@ -25,8 +25,13 @@ def test_success_round_trip(env: MintEnv, tmp_path: Path) -> None:
     wf = env.wf()
     data = "入力 data\n".encode() * 1000
     with PollerThread(env.poller()) as poller:
-        res = wf.run(env.commands["ok.sh"], {"in.txt": data, "empty.dat": None}, ["out.txt"],
-                     tmp_path, params="--anything goes")  # fmt: skip
+        res = wf.run(
+            env.commands["ok.sh"],
+            {"in.txt": data, "empty.dat": None},
+            ["out.txt"],
+            tmp_path,
+            params="--anything goes",
+        )
     assert res.exit_code == 0 and res.status == "completed", wf.log
     assert (tmp_path / "out.txt").read_bytes() == data
     assert (tmp_path / JP_STDOUT).read_text().startswith("out from ")
@@ -65,8 +70,9 @@ def test_program_failure_still_delivers_logs(env: MintEnv, tmp_path: Path) -> No
 def test_missing_result_file(env: MintEnv, tmp_path: Path) -> None:
     wf = env.wf()
     with PollerThread(env.poller()):
-        res = wf.run(env.commands["partial.sh"], {"in.txt": b"x"}, ["out.txt", "other.txt"],
-                     tmp_path)  # fmt: skip
+        res = wf.run(
+            env.commands["partial.sh"], {"in.txt": b"x"}, ["out.txt", "other.txt"], tmp_path
+        )
     assert res.exit_code == 0 and res.status == "completed"
     assert (
         res.files["other.txt"]["mimetype1"] == "Error" and res.files["other.txt"]["content"] == ""
@@ -112,9 +118,13 @@ def test_tokens_and_sites_are_bound(env: MintEnv) -> None:
     # An unknown token: HTTP 403 with the envelope, for every route.
     for method, name in (("GET", "calc-status"), ("POST", "add-calcinfo"), ("GET", "calc-request")):
         resp = requests.request(
-            method, f"{env.server.url}/mi-distcomp-api/{name}", json={}, timeout=10,
-            headers={"Authorization": "Bearer " + "ab" * 32}, verify=str(env.server.ca_file),
-        )  # fmt: skip
+            method,
+            f"{env.server.url}/mi-distcomp-api/{name}",
+            json={},
+            timeout=10,
+            headers={"Authorization": "Bearer " + "ab" * 32},
+            verify=str(env.server.ca_file),
+        )
         first = resp.json()["errors"][0]
         assert (
             resp.status_code == 403 and first["code"] == 403 and "unknown token" in first["message"]
@@ -163,8 +173,9 @@ def test_cancel_from_either_side(env: MintEnv, tmp_path: Path) -> None:
 def test_native_and_original_interfaces_share_calcs(env: MintEnv, tmp_path: Path) -> None:
     api = Api(env.server, "mia")
     # A native calc without args on the site: the original poller may run it.
-    native = api.register({"in.txt": b"native in"}, site=SITE, command=env.commands["ok.sh"],
-                          args=[])  # fmt: skip
+    native = api.register(
+        {"in.txt": b"native in"}, site=SITE, command=env.commands["ok.sh"], args=[]
+    )
     assert api.put(native["id"], "in.txt", b"native in").status_code == 200
     # A native calc with args: never handed to an original poller (it runs a bare command).
     with_args = api.queued({"in.txt": b"y"}, site=SITE, command=env.commands["ok.sh"])
@@ -184,8 +195,9 @@ def test_native_and_original_interfaces_share_calcs(env: MintEnv, tmp_path: Path
     wf = env.wf()
     aid = poller.done[0]
     assert wf.wait_for(aid, "calc-status", ("completed",), 5) == "completed"
-    assert wf.finish(aid, tmp_path).files[JP_STDERR]["content"] == base64.b64encode(
-        b"warn\n").decode()  # fmt: skip
+    assert (
+        wf.finish(aid, tmp_path).files[JP_STDERR]["content"] == base64.b64encode(b"warn\n").decode()
+    )
     assert wf.first(wf.cancel(accept_id_of(with_args["id"])))["code"] == 200
     assert api.get(with_args["id"])["state"] == "cancelled"
     # A calc registered through the original interface is claimed by a native poller too.

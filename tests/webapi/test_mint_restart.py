@@ -26,8 +26,10 @@ def _clients(
     server: RunningServer, tokens: dict[str, str], base: Path
 ) -> tuple[OriginalWorkflow, OriginalPoller]:
     ca = str(server.ca_file)
-    return (OriginalWorkflow(server.url, SITE, tokens["mia"], ca),
-            OriginalPoller(SITE, server.url, tokens["mia"], base, ca))  # fmt: skip
+    return (
+        OriginalWorkflow(server.url, SITE, tokens["mia"], ca),
+        OriginalPoller(SITE, server.url, tokens["mia"], base, ca),
+    )
 
 
 @pytest.mark.slow
@@ -142,32 +144,56 @@ def test_large_file_in_and_out_keeps_server_memory_flat(
     size = int(os.environ.get("MINT_TEST_MIB", "64")) << 20
     info = wf.calc_info(commands["ok.sh"], {}, ["out.txt"], "")
     info["parameter_files"] = {"big.bin": "@@FILE@@"}
-    resp = requests.post(wf.root + "add-calcinfo", data=_body(size, info),
-                         headers=wf.headers, verify=wf.verify, timeout=300)  # fmt: skip
+    resp = requests.post(
+        wf.root + "add-calcinfo",
+        data=_body(size, info),
+        headers=wf.headers,
+        verify=wf.verify,
+        timeout=300,
+    )
     aid = resp.json()["errors"][0]["accept_id"]
     wf.call("POST", "allow-wait-calc", json={"accept_id": aid})
     assert poller.request() == aid
     # calc-params streamed back: read it in pieces, check the file's digest.
-    resp = requests.get(poller.root + "calc-params", params=poller.ids(aid), headers=poller.headers,
-                        verify=poller.verify, stream=True, timeout=300)  # fmt: skip
+    resp = requests.get(
+        poller.root + "calc-params",
+        params=poller.ids(aid),
+        headers=poller.headers,
+        verify=poller.verify,
+        stream=True,
+        timeout=300,
+    )
     assert int(resp.headers["Content-Length"]) > size * 4 // 3
     received = sum(len(chunk) for chunk in resp.iter_content(1 << 20))
     assert received == int(resp.headers["Content-Length"])
     # The same size back: send-results streamed in, get-calc-result streamed out.
-    for step, extra in (("calc-params-complete", {}), ("calc-start", {}),
-                        ("calc-end", {"result": "calc end"})):  # fmt: skip
+    for step, extra in (
+        ("calc-params-complete", {}),
+        ("calc-start", {}),
+        ("calc-end", {"result": "calc end"}),
+    ):
         assert (
             poller.first(poller.call("POST", step, json={**poller.ids(aid), **extra}))["code"]
             == 200
         )
     doc = {**poller.ids(aid), "result_files": {"out.txt": {"content": "@@FILE@@"}}}
-    resp = requests.post(poller.root + "send-results", data=_content(size, doc),
-                         headers=poller.headers, verify=poller.verify, timeout=300)  # fmt: skip
+    resp = requests.post(
+        poller.root + "send-results",
+        data=_content(size, doc),
+        headers=poller.headers,
+        verify=poller.verify,
+        timeout=300,
+    )
     assert resp.json()["errors"][0]["code"] == 200, resp.text
     resp = requests.get(
-        wf.root + "get-calc-result", params={"accept_id": aid}, headers=wf.headers,
-        json={"accept_id": aid}, verify=wf.verify, stream=True, timeout=300,
-    )  # fmt: skip
+        wf.root + "get-calc-result",
+        params={"accept_id": aid},
+        headers=wf.headers,
+        json={"accept_id": aid},
+        verify=wf.verify,
+        stream=True,
+        timeout=300,
+    )
     received = sum(len(chunk) for chunk in resp.iter_content(1 << 20))
     assert received == int(resp.headers["Content-Length"]) > size * 4 // 3
     growth = (_hwm_kib(server.process.pid) - before) // 1024

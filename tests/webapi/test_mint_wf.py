@@ -41,13 +41,29 @@ class Env:
         return str(self.server.ca_file)
 
     def poller(self, *extra: str, user: str = "mia", site: str = SITE, **kw: object) -> object:
-        return start_poller(self.server.url, site, self.tokens[user], self.tmp / f"p-{user}",
-                            self.programs, f"no_auth:{self.ca}", *extra, **kw)  # type: ignore[arg-type]  # fmt: skip
+        return start_poller(
+            self.server.url,
+            site,
+            self.tokens[user],
+            self.tmp / f"p-{user}",
+            self.programs,
+            f"no_auth:{self.ca}",
+            *extra,
+            **kw,
+        )  # type: ignore[arg-type]
 
     def wf(self, command: str, ins: str, outs: str, cwd: Path, **kw: str) -> object:
         user, site = kw.get("user", "mia"), kw.get("site", SITE)
-        return run_wf(self.server.url, site, self.tokens[user], command, ins, outs, cwd=cwd,
-                      extra=("--ca-file", self.ca))  # fmt: skip
+        return run_wf(
+            self.server.url,
+            site,
+            self.tokens[user],
+            command,
+            ins,
+            outs,
+            cwd=cwd,
+            extra=("--ca-file", self.ca),
+        )
 
 
 @pytest.fixture
@@ -121,8 +137,17 @@ def test_resume_after_poller_killed_against_our_server(env: Env, tmp_path: Path)
     shared = tmp_path / "shared"
     shared.mkdir()
     extra = {"env": {"MINT_TEST_DIR": str(shared)}}
-    wf = start_wf(env.server.url, SITE, env.tokens["mia"], "sleep", "", "out.txt",
-                  tmp_path / "wf", "--ca-file", env.ca)  # fmt: skip
+    wf = start_wf(
+        env.server.url,
+        SITE,
+        env.tokens["mia"],
+        "sleep",
+        "",
+        "out.txt",
+        tmp_path / "wf",
+        "--ca-file",
+        env.ca,
+    )
     poller = env.poller(**extra)
     runs = shared / "runs.log"
     deadline = time.monotonic() + 30
@@ -143,23 +168,52 @@ def test_wf_token_file_and_usage(env: Env, tmp_path: Path) -> None:
     token_file = tmp_path / "tok"
     token_file.write_text(env.tokens["mia"] + "\n")
     poller = env.poller("--once")
-    argv = [sys.executable, "-m", "webapi.cli", "wf", env.server.url, SITE, "-", "sample", "",
-            "out.txt", "--token-file", str(token_file), "--ca-file", env.ca,
-            "--poll-interval", "0.1"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "webapi.cli",
+        "wf",
+        env.server.url,
+        SITE,
+        "-",
+        "sample",
+        "",
+        "out.txt",
+        "--token-file",
+        str(token_file),
+        "--ca-file",
+        env.ca,
+        "--poll-interval",
+        "0.1",
+    ]
     wd = tmp_path / "wd"
     wd.mkdir()
     proc = subprocess.run(argv, cwd=wd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert poller.wait() == 0  # type: ignore[attr-defined]
     assert (wd / "out.txt").read_text() == "NONE"
-    bad = subprocess.run([*argv[:7], "sample", "in/x.txt", "out.txt"], cwd=wd, text=True,
-                         capture_output=True, timeout=30, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [*argv[:7], "sample", "in/x.txt", "out.txt"],
+        cwd=wd,
+        text=True,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert bad.returncode == 2 and "TOKEN '-'" in bad.stderr
 
 
 def test_wf_timeout_cancels_the_calc(env: Env, tmp_path: Path) -> None:
-    res = run_wf(env.server.url, SITE, env.tokens["mia"], "sample", "", "o", cwd=tmp_path / "w",
-                 extra=("--ca-file", env.ca, "--timeout", "1"))  # fmt: skip
+    res = run_wf(
+        env.server.url,
+        SITE,
+        env.tokens["mia"],
+        "sample",
+        "",
+        "o",
+        cwd=tmp_path / "w",
+        extra=("--ca-file", env.ca, "--timeout", "1"),
+    )
     assert res.code == 1 and "--timeout 1" in res.stderr
     assert native(env, _accept_id(res.stderr)).state == "cancelled"  # type: ignore[attr-defined]
 
@@ -178,8 +232,14 @@ def test_mint_tools_import_without_server_dependencies() -> None:
         "for n in ('bottle', 'cheroot'): sys.modules[n] = None\n"
         "import webapi.mint.poller, webapi.mint.poller_cli, webapi.mint.wf, webapi.client.cli\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=30, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -191,16 +251,30 @@ def test_poller_positional_form(tmp_path: Path) -> None:
         return config_from_args(build_parser().parse_intermixed_args(list(argv)))
 
     token_file = tmp_path / "t"
-    cfg, opts = parse("s1", "https://mint.example.org", "-", "--token-file", str(token_file),
-                      "retry:2,5", "no_auth:/ca.pem", "calc_base:/w", "debug",
-                      "--allow", "/opt/run.sh=/opt/run.sh")  # type: ignore[misc]  # fmt: skip
+    cfg, opts = parse(
+        "s1",
+        "https://mint.example.org",
+        "-",
+        "--token-file",
+        str(token_file),
+        "retry:2,5",
+        "no_auth:/ca.pem",
+        "calc_base:/w",
+        "debug",
+        "--allow",
+        "/opt/run.sh=/opt/run.sh",
+    )  # type: ignore[misc]
     assert cfg.url == "https://mint.example.org:50443" and cfg.token_file == token_file
     assert (cfg.retry.count, cfg.retry.interval) == (2, 5.0)
     assert cfg.ca_file == Path("/ca.pem") and cfg.verify and opts.debug
     assert cfg.work_base == Path("/w") and cfg.commands["/opt/run.sh"].argv == ("/opt/run.sh",)
     cfg, _ = parse("s1", "https://h", "tok", "port:8443", "no_auth")  # type: ignore[misc]
     assert cfg.url == "https://h:8443" and not cfg.verify and cfg.token == "tok"
-    for bad in (["s1", "https://h:1", "t", "port:2"], ["s1", "https://h", "-"],
-                ["s1", "https://h", "t", "bogus"], ["s1", "https://h"]):  # fmt: skip
+    for bad in (
+        ["s1", "https://h:1", "t", "port:2"],
+        ["s1", "https://h", "-"],
+        ["s1", "https://h", "t", "bogus"],
+        ["s1", "https://h"],
+    ):
         with pytest.raises(ConfigError):
             parse(*bad)

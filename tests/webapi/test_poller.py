@@ -36,16 +36,22 @@ LAUNCHER = (
     "sys.exit(code)\n"
 )
 # Counts its runs in a file outside the work dir, then takes a while.
-COUNTING = [sys.executable, "-c", "import sys, time; open(sys.argv[1], 'a').write('run\\n'); "
-            "time.sleep(float(sys.argv[2])); open('out.txt', 'w').write('done\\n')"]  # fmt: skip
+COUNTING = [
+    sys.executable,
+    "-c",
+    "import sys, time; open(sys.argv[1], 'a').write('run\\n'); "
+    "time.sleep(float(sys.argv[2])); open('out.txt', 'w').write('done\\n')",
+]
 
 
 def start_poller(config_file: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
         return subprocess.Popen(
             [sys.executable, "-c", LAUNCHER, "--config", str(config_file), *args],
-            stdout=fh, stderr=fh, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=fh,
+            stderr=fh,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def write_config(server: RunningServer, tmp: Path, **over: Any) -> Path:
@@ -53,12 +59,18 @@ def write_config(server: RunningServer, tmp: Path, **over: Any) -> Path:
     token.write_text(server.tokens["alice"])
     token.chmod(0o600)
     data = {
-        "site": "site-a", "url": server.url, "token_file": str(token),
-        "ca_file": str(server.ca_file), "work_base": str(tmp / "work"),
-        "state_dir": str(tmp / "state"), "claim_wait": 2, "http_retries": 1,
+        "site": "site-a",
+        "url": server.url,
+        "token_file": str(token),
+        "ca_file": str(server.ca_file),
+        "work_base": str(tmp / "work"),
+        "state_dir": str(tmp / "state"),
+        "claim_wait": 2,
+        "http_retries": 1,
         "retry": {"count": 3, "interval": 0.2},
-        "commands": {"sample": {"argv": COUNTING}}, **over,
-    }  # fmt: skip
+        "commands": {"sample": {"argv": COUNTING}},
+        **over,
+    }
     path = tmp / "poller.yml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -66,8 +78,9 @@ def write_config(server: RunningServer, tmp: Path, **over: Any) -> Path:
 
 @pytest.fixture
 def client(api_server: RunningServer) -> Iterator[Client]:
-    with Client(api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file,
-                poll_interval=0.2) as c:  # fmt: skip
+    with Client(
+        api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file, poll_interval=0.2
+    ) as c:
         yield c
 
 
@@ -93,8 +106,11 @@ def test_kill9_mid_run_then_restart_runs_once(
     final = client.wait(calc.id, timeout=20)
     assert final.state == "succeeded", (final, log.read_text())
     assert counter.read_text() == "run\n"
-    assert [r.name for r in final.results] == ["extcomp-stderr.log", "extcomp-stdout.log",
-                                               "out.txt"]  # fmt: skip
+    assert [r.name for r in final.results] == [
+        "extcomp-stderr.log",
+        "extcomp-stdout.log",
+        "out.txt",
+    ]
 
 
 def test_crash_after_outcome_recorded_resends_not_reruns(
@@ -130,11 +146,26 @@ def test_gives_up_when_server_unreachable(tmp_path: Path) -> None:
         port = s.getsockname()[1]  # closed once we leave: connection refused
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-c", LAUNCHER.replace('"--config", ', ""), "site-a",
-         f"http://127.0.0.1:{port}", "tok-secret-123", "retry:3,0.2", "--state-dir",
-         str(tmp_path / "state"), "--allow", "sample=/bin/true", "--http-retries", "0"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "NO_PROXY": "*"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            LAUNCHER.replace('"--config", ', ""),
+            "site-a",
+            f"http://127.0.0.1:{port}",
+            "tok-secret-123",
+            "retry:3,0.2",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--allow",
+            "sample=/bin/true",
+            "--http-retries",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_PROXY": "*"},
+    )
     elapsed = time.monotonic() - started
     assert proc.returncode == 255, proc.stderr
     assert "giving up" in proc.stderr and "3 attempts 0.2 s apart" in proc.stderr

@@ -27,14 +27,21 @@ def test_kill_and_restart_keeps_every_calc(make_api_server: Any) -> None:
     # `queued` back by requeue so each state is present at the kill.
     claims = {c["id"]: lease for c, lease in (api.claimed(), api.claimed(), api.claimed())}
     out = b"result"
-    manifest = {"lease": claims[done["id"]], "exit_code": 0,
-                "results": [{"name": "r.txt", "size": len(out), "sha256": sha(out)}]}  # fmt: skip
+    manifest = {
+        "lease": claims[done["id"]],
+        "exit_code": 0,
+        "results": [{"name": "r.txt", "size": len(out), "sha256": sha(out)}],
+    }
     api.call("POST", f"/api/v1/calcs/{done['id']}/finish", json=manifest)
     api.put(done["id"], "r.txt", out, kind="results")
     Api(server, "admin").call("POST", f"/api/v1/admin/calcs/{queued['id']}/requeue")
     # Mid-upload: half a body in flight when the server dies.
-    raw_partial_put(server, f"/api/v1/calcs/{uploading['id']}/inputs/big.bin?offset=500000",
-                    1_500_000, big[500_000:900_000])  # fmt: skip
+    raw_partial_put(
+        server,
+        f"/api/v1/calcs/{uploading['id']}/inputs/big.bin?offset=500000",
+        1_500_000,
+        big[500_000:900_000],
+    )
     server.kill()
 
     again = make_api_server(subprocess=True, base_dir=server.base_dir, lease_seconds=60)
@@ -44,9 +51,13 @@ def test_kill_and_restart_keeps_every_calc(make_api_server: Any) -> None:
         for c in Api(again, "admin").call("GET", "/api/v1/calcs").json()["calcs"]
     }
     assert states == {
-        registered["id"]: "registered", uploading["id"]: "registered", queued["id"]: "queued",
-        running_calc["id"]: "running", cancelled["id"]: "cancelled", done["id"]: "succeeded",
-    }  # fmt: skip
+        registered["id"]: "registered",
+        uploading["id"]: "registered",
+        queued["id"]: "queued",
+        running_calc["id"]: "running",
+        cancelled["id"]: "cancelled",
+        done["id"]: "succeeded",
+    }
     received = api.get(uploading["id"])["inputs"][0]["received"]
     assert 500_000 <= received <= 900_000
     assert api.put(uploading["id"], "big.bin", big[received:], offset=received).json()["complete"]

@@ -66,8 +66,14 @@ def fake() -> Iterator[tuple[str, Script]]:
 
 
 def transport(url: str, **over: Any) -> Transport:
-    settings = dict(url=url, token="sekret-token-value", retries=3, backoff_factor=0.01,
-                    backoff_max=0.05, backoff_jitter=0.01)  # fmt: skip
+    settings = dict(
+        url=url,
+        token="sekret-token-value",
+        retries=3,
+        backoff_factor=0.01,
+        backoff_max=0.05,
+        backoff_jitter=0.01,
+    )
     settings.update(over)
     return Transport(TransportSettings(**settings))
 

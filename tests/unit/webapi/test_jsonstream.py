@@ -98,9 +98,7 @@ def test_escapes_split_across_blocks(block: int) -> None:
     assert got["s"] == want["s"].encode()
 
 
-@pytest.mark.parametrize(
-    "bad", ["\\q", "\\u12", "\\u12g4", "\\ud83d\\u0041", "\\udc00", "\\ud83d"]
-)  # fmt: skip
+@pytest.mark.parametrize("bad", ["\\q", "\\u12", "\\u12g4", "\\ud83d\\u0041", "\\udc00", "\\ud83d"])
 @pytest.mark.parametrize("streamed", [True, False])
 def test_bad_escapes(bad: str, streamed: bool) -> None:
     raw = ('{"s": "a' + bad + '"}').encode()
@@ -159,9 +157,15 @@ def test_decoder_every_two_way_split(size: int) -> None:
 
 @pytest.mark.parametrize(
     "pieces",
-    [[b"QQ", b"==QUJD"], [b"QQ=", b"=Q"], [b"QQ==", b"QUJD"], [b"Q", b"Q", b"=", b"=", b"QUJD"],
-     [b"QU", b"J!"], [b"QUJ", b"\x00QUJD"]],
-)  # fmt: skip
+    [
+        [b"QQ", b"==QUJD"],
+        [b"QQ=", b"=Q"],
+        [b"QQ==", b"QUJD"],
+        [b"Q", b"Q", b"=", b"=", b"QUJD"],
+        [b"QU", b"J!"],
+        [b"QUJ", b"\x00QUJD"],
+    ],
+)
 def test_decoder_refuses_data_after_padding_or_bad_bytes_at_a_split(pieces: list[bytes]) -> None:
     with pytest.raises(ValueError, match="not valid base64"):
         decode(pieces)

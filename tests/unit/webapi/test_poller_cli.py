@@ -1,7 +1,8 @@
-"""`extcomp-poller` arguments (positional form, --config merge, cleanup) and the demo."""
+"""`extcomp-poller` arguments (positional form, --config merge) and `cleanup` of both protocols."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import yaml
 from webapi.errors import ConfigError
 from webapi.poller.cli import build_parser, config_from_args, main, resolve_token
 from webapi.poller.config import Retry
+from webapi.poller.state import CalcRecord, Phase, StateDir
 
 
 def parse(*argv: str) -> object:
@@ -40,9 +42,12 @@ def test_positional_login_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_positional_overrides_config_file(tmp_path: Path) -> None:
     path = tmp_path / "p.yml"
     data = {
-        "site": "x", "url": "https://old", "token_file": "tok",
-        "retry": {"count": 2, "interval": 1}, "commands": {"sample": ["/bin/prog"]},
-    }  # fmt: skip
+        "site": "x",
+        "url": "https://old",
+        "token_file": "tok",
+        "retry": {"count": 2, "interval": 1},
+        "commands": {"sample": ["/bin/prog"]},
+    }
     path.write_text(yaml.safe_dump(data))
     cfg = parse("--config", str(path), "site-b", "https://new", "login")
     assert (cfg.site, cfg.url) == ("site-b", "https://new")  # type: ignore[attr-defined]
@@ -78,11 +83,40 @@ def test_cleanup_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["cleanup"]) == 2
 
 
-def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from demo.webapi_demo import run
-
-    assert run(tmp_path) == 0
-    out = capsys.readouterr().out
-    assert "succeeded" in out and "summary.txt" in out
-    summary = tmp_path / "webapi-demo" / "results" / "summary.txt"
-    assert summary.read_text().splitlines()[-1].split() == ["3", "11", "55", "total"]
+def test_cleanup_covers_both_protocols(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One state dir, one work base: cleanup prunes old finished records and work dirs of either
+    protocol and keeps whatever is unfinished, however old."""
+    state_dir, work = tmp_path / "state", tmp_path / "work"
+    state = StateDir(state_dir)
+    past = time.time() - 40 * 86400
+    records = {
+        "c-" + "1" * 32: ("native", Phase.DONE),
+        "0d9f-old-mint": ("mint", Phase.DROPPED),
+        "c-" + "2" * 32: ("native", Phase.RUNNING),
+        "77aa-live-mint": ("mint", Phase.EXITED),
+    }
+    for key, (protocol, phase) in records.items():
+        state.save(CalcRecord(key, protocol, "site-a", phase=phase))
+        raw = json.loads((state_dir / f"{key}.json").read_text())
+        raw["updated"] = past
+        (state_dir / f"{key}.json").write_text(json.dumps(raw))
+        (work / key / "work").mkdir(parents=True)
+        for p in (work / key / "work", work / key):
+            os.utime(p, (past, past))
+    config = tmp_path / "poller.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "site": "site-a",
+                "url": "https://x",
+                "token": "t",
+                "state_dir": str(state_dir),
+                "work_base": str(work),
+            }
+        )
+    )
+    assert main(["cleanup", "--config", str(config), "--older-than", "30"]) == 0
+    assert "removed 2 work dirs" in capsys.readouterr().out
+    kept = {"c-" + "2" * 32, "77aa-live-mint"}
+    assert {p.name for p in work.iterdir()} == kept
+    assert {p.stem for p in state_dir.glob("*.json")} == kept

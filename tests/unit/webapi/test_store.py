@@ -23,10 +23,13 @@ def sha(data: bytes) -> str:
 
 def new_calc(store: YamlJobStore, data: bytes = DATA, **kw: object) -> Calc:
     req = NewCalcRequest(
-        user=str(kw.get("user", "alice")), site="site-a", command="sample", args=(),
+        user=str(kw.get("user", "alice")),
+        site="site-a",
+        command="sample",
+        args=(),
         inputs=(FileEntry("in/data.bin", len(data), sha(data)),),
         request_id=kw.get("request_id"),  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     calc, _ = store.create(req, quota_bytes=int(kw.get("quota", 0)))  # type: ignore[call-overload]
     return calc
 

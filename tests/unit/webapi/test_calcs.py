@@ -14,9 +14,16 @@ SHA = "a" * 64
 
 def make(inputs: tuple[FileEntry, ...] = (FileEntry("in.txt", 5, SHA),)) -> Calc:
     return calcs.new_calc(
-        calc_id="c-" + "0" * 32, user="alice", site="site-a", command="sample", args=("x",),
-        inputs=inputs, timeout=None, request_id=None, now=100.0,
-    )  # fmt: skip
+        calc_id="c-" + "0" * 32,
+        user="alice",
+        site="site-a",
+        command="sample",
+        args=("x",),
+        inputs=inputs,
+        timeout=None,
+        request_id=None,
+        now=100.0,
+    )
 
 
 def running() -> Calc:
@@ -57,9 +64,13 @@ def test_heartbeat_needs_the_lease() -> None:
 
 def test_finish_then_results_complete_the_calc() -> None:
     calc = calcs.finish(
-        running(), lease_id="L", exit_code=0, reason=None,
-        results=(FileEntry("out", 4, SHA),), now=110.0,
-    )  # fmt: skip
+        running(),
+        lease_id="L",
+        exit_code=0,
+        reason=None,
+        results=(FileEntry("out", 4, SHA),),
+        now=110.0,
+    )
     assert calc.state is CalcState.RUNNING and calc.results_declared
     calc = calcs.record_result(calc, lease_id="L", name="out", received=4, now=111.0)
     assert calc.state is CalcState.SUCCEEDED and calc.lease is None

@@ -21,8 +21,13 @@ from webapi.mint.codec.jsonstream import JsonError, StreamParser
 from webapi.mint.codec.mime import sniff
 from webapi.mint.server.payloads import Budget, Staging, stream_json
 
-DOC = {"a": [1, -2.5e3, True, False, None, 'q"\\/\u00e9\U0001f600\n'], "b": {}, "c": [],
-       "計算": "標準", "files": {"x": ["QUJD", "m", "c"]}}  # fmt: skip
+DOC = {
+    "a": [1, -2.5e3, True, False, None, 'q"\\/\u00e9\U0001f600\n'],
+    "b": {},
+    "c": [],
+    "計算": "標準",
+    "files": {"x": ["QUJD", "m", "c"]},
+}
 
 
 class Collect:
@@ -57,11 +62,19 @@ def test_parser_at_every_boundary(block: int, ascii_only: bool) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "words"),
-    [(b'{"a": 1', "ended early"), (b'{"a": 1} x', "after the JSON"), (b'{"a" 1}', "':'"),
-     (b"[1,]", "unexpected character"), (b'{"a": 1, "a": 2}', "duplicate key"),
-     (b'"\\q"', "bad"), (b'"a\x01"', "control character"), (b"[" * 40 + b"]" * 40, "deeper"),
-     (b"1" * 200, "too long"), (b"nul", "ended early")],
-)  # fmt: skip
+    [
+        (b'{"a": 1', "ended early"),
+        (b'{"a": 1} x', "after the JSON"),
+        (b'{"a" 1}', "':'"),
+        (b"[1,]", "unexpected character"),
+        (b'{"a": 1, "a": 2}', "duplicate key"),
+        (b'"\\q"', "bad"),
+        (b'"a\x01"', "control character"),
+        (b"[" * 40 + b"]" * 40, "deeper"),
+        (b"1" * 200, "too long"),
+        (b"nul", "ended early"),
+    ],
+)
 def test_parser_errors(raw: bytes, words: str) -> None:
     with pytest.raises(JsonError, match=words):
         _parse(raw, 3)
