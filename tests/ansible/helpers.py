@@ -43,6 +43,14 @@ class PlayResult:
             if e.get("event") == "runner_on_ok" and e["event_data"].get("res", {}).get("changed")
         ]
 
+    def notified(self) -> list[str]:
+        """Handlers notified in this run ("role : handler"), whether their `when` held or not."""
+        return [
+            str(e["event_data"].get("handler"))
+            for e in self.events
+            if e.get("event") == "playbook_on_notify"
+        ]
+
     def debug_msgs(self, task: str) -> list[Any]:
         return [
             e["event_data"]["res"].get("msg")

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,16 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"server did not listen on {port}: {log.read_text()}")
+
+
+def _repacked(wheel: Path, into: Path) -> Path:
+    """The same wheel (name, files) with other bytes: what new sources of the same version give."""
+    into.mkdir()
+    out = into / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info), compress_type=zipfile.ZIP_STORED)
+    return out
 
 
 def _token(api: dict[str, Any], user: str, label: str) -> str:
@@ -211,6 +222,8 @@ def world() -> Iterator[ApiWorld]:
         runs["poll1"] = ok(run_playbook("setup_poller.yml", inventory, private))
         runs["poll2"] = run_playbook("setup_poller.yml", inventory, private)
         runs["pollcheck"] = run_playbook("setup_poller.yml", inventory, private, check=True)
+        poller_vars["poller_host_package_src"] = str(_repacked(wheel, root / "wheels-new"))
+        runs["pollwheel"] = run_playbook("setup_poller.yml", inventory, private)
         cmd = runs["poll1"].debug_msgs("Show the poller's command line (service manager none)")
         assert len(cmd) == 1, runs["poll1"].stdout[-3000:]
         poller = _as(poller_user, str(cmd[0]), root / "poller.out")
@@ -244,6 +257,20 @@ def test_setup_changes_things_then_nothing(world: ApiWorld) -> None:
     for name in ("api2", "poll2", "apicheck", "pollcheck"):
         run = ok(world.runs[name])
         assert run.changed == 0, (name, run.changed_tasks())
+
+
+def test_a_new_venv_notifies_the_service_restart(world: ApiWorld) -> None:
+    # Service manager none: the restart handlers are notified, then skipped by their own `when`.
+    # In api1 only the venv install notifies the server's (config edits need no restart).
+    assert world.runs["api1"].notified() == ["api_server : Restart the server"]
+    assert world.runs["api2"].notified() == []
+    # A wheel with other bytes is force-reinstalled, and that alone restarts the poller.
+    run = ok(world.runs["pollwheel"])
+    assert run.changed_tasks() == [
+        "Copy the wheel to the host",
+        "Create the venv and install the package with its extra",
+    ]
+    assert run.notified() == ["poller_host : Restart the poller"]
 
 
 def test_files_modes_and_owners(world: ApiWorld) -> None:
