@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("ssh_target", "workflow_host", "poller_host", "api_server")
+ROLES = ("ssh_target", "workflow_host", "poller_host", "api_server", "extcomp_common")
 
 HEADER = """\
 # Ansible roles: every variable
@@ -38,6 +38,9 @@ retired pollers |
 
 Playbook-level variable: `retire_workflow_aliases` (list of ssh config aliases to remove from the
 workflow hosts in `retire.yml`; default: none).
+
+`extcomp_common` is internal: no playbook applies it; `api_server`, `poller_host` and `ssh_target`
+include its entry points with their own values.
 """
 
 
@@ -55,11 +58,33 @@ def _default(option: dict[str, Any]) -> str:
     return f"`{shown}`" if shown != "" else '`""`'
 
 
+def _table(options: dict[str, Any]) -> str:
+    out = ["| variable | type | default | description |\n|---|---|---|---|"]
+    for name, option in options.items():
+        kind = option.get("type", "str")
+        if kind == "list":
+            kind = f"list of {option.get('elements', 'str')}"
+        desc = option["description"]
+        if "choices" in option:
+            desc += " One of: " + ", ".join(f"`{c}`" for c in option["choices"]) + "."
+        out.append(f"| `{name}` | {kind} | {_cell(_default(option))} | {_cell(desc)} |")
+    return "\n".join(out)
+
+
 def render() -> str:
     out = [HEADER]
     for role in ROLES:
-        specs = yaml.safe_load((REPO / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        base = REPO / "roles" / role
+        specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())
         specs = specs["argument_specs"]
+        if "main" not in specs:  # an internal role: only entry points, each with its own options
+            meta = yaml.safe_load((base / "meta" / "main.yml").read_text())
+            out.append(f"\n## `{role}`\n\n{meta['galaxy_info']['description']}\n")
+            for i, (entry, spec) in enumerate(specs.items()):
+                gap = "\n" if i else ""
+                out.append(f"{gap}### `tasks_from: {entry}`\n\n{spec['short_description']}\n")
+                out.append(_table(spec["options"]))
+            continue
         out.append(f"\n## `{role}`\n\n{specs['main']['short_description']}\n")
         for entry, spec in specs.items():
             if entry != "main":
@@ -68,15 +93,7 @@ def render() -> str:
                     f"Entry point `{entry}` (`tasks_from: {entry}`): "
                     f"{spec['short_description']} Options: {names}.\n"
                 )
-        out.append("| variable | type | default | description |\n|---|---|---|---|")
-        for name, option in specs["main"]["options"].items():
-            kind = option.get("type", "str")
-            if kind == "list":
-                kind = f"list of {option.get('elements', 'str')}"
-            desc = option["description"]
-            if "choices" in option:
-                desc += " One of: " + ", ".join(f"`{c}`" for c in option["choices"]) + "."
-            out.append(f"| `{name}` | {kind} | {_cell(_default(option))} | {_cell(desc)} |")
+        out.append(_table(specs["main"]["options"]))
     return "\n".join(out) + "\n"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -16,15 +18,22 @@ def test_ansible_md_is_generated_from_the_argument_specs() -> None:
 
 @pytest.mark.parametrize("role", ROLES)
 def test_argument_specs_match_the_defaults(role: str) -> None:
+    """Every option of every entry point: a default equal to defaults/main.yml's, or required."""
     base = REPO / "roles" / role
     defaults = yaml.safe_load((base / "defaults" / "main.yml").read_text())
     specs = yaml.safe_load((base / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    options = specs["main"]["options"]
-    assert list(options) == list(defaults)
-    for name, option in options.items():
-        assert option.get("default") == defaults[name], name
-        assert option["description"].strip(), name
-        assert name.startswith(f"{role}_"), name
+    options: dict[str, Any] = {}
+    for spec in specs.values():
+        for name, option in spec["options"].items():
+            options.setdefault(name, option)
+            if option.get("required"):
+                assert "default" not in option and name not in defaults, name
+            else:
+                assert option.get("default") == defaults[name], name
+            assert option["description"].strip(), name
+            assert name.startswith(f"{role}_"), name
+    optional = [name for name, option in options.items() if not option.get("required")]
+    assert optional == list(defaults)
 
 
 @pytest.mark.parametrize("role", ROLES)
