@@ -1,6 +1,6 @@
 """A small in-memory fake of the original MInt server (`mi_dicomapi.py`), for testing our tools.
 
-It keeps the original's state machine and answers as `/work/shared/design/mint-wire.md` records
+It keeps the original's state machine and answers as `docs/mint-protocol.md` records
 them, quirks included: integer 200 on success and other codes as ints or strings, `"0300"` with
 HTTP 200 for nothing to do, `calc-params` answering `{"calc-info": …}` without `errors`, a colon in
 every status message, whole bodies held in memory. A gateway check stands in for the original's

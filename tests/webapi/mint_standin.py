@@ -1,4 +1,4 @@
-"""Stand-ins for the original MInt programs, written from docs/../mint-wire.md: the workflow-side
+"""Stand-ins for the original MInt programs, written from docs/mint-protocol.md: the workflow-side
 client (`mi-system-wf.py`) and the site poller (`mi-system-remote.py`). They make the same calls
 in the same order with the same payload shapes and quirks (`requests` with `json=`, a Bearer token,
 `Content-Type: application/json` on GETs, a JSON body on get-calc-result, `["", "", ""]` for a
