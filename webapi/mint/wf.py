@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from webapi.errors import Exit, TransportError, UsageError
+from webapi.fs import temp_path
 from webapi.mint.client import MintApi, MintError, MintSettings
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import DecodedFile, Discard, FileSink
@@ -31,7 +32,6 @@ from webapi.mint.codec.bodies import FileField, FilePiece, StreamBody
 from webapi.mint.codec.mime import sniff
 from webapi.mint.codec.wire import JP_STDERR, JP_STDOUT, LOG_NAMES, bare_name, with_port
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = Exit.OK, Exit.FAILED, Exit.USAGE
 PATIENCE = 600.0  # seconds of lost contact tolerated while waiting, when --timeout is not given
 
 
@@ -96,7 +96,7 @@ def cmd_wf(args: argparse.Namespace) -> int:
         return _wf(args)
     except UsageError as exc:
         _say(str(exc))
-        return EXIT_USAGE
+        return Exit.USAGE
 
 
 def _wf(args: argparse.Namespace) -> int:
@@ -122,11 +122,11 @@ def _wf(args: argparse.Namespace) -> int:
             head = api.call("POST", "add-calcinfo", body=body)
         except (MintError, TransportError) as exc:
             _say(f"registration failed: {_text(exc)}")
-            return EXIT_FAILED
+            return Exit.FAILED
         accept_id = str(head.get("accept_id") or "")
         if not accept_id:
             _say("registration failed: the answer has no accept_id")
-            return EXIT_FAILED
+            return Exit.FAILED
         _say(f"registered calc {accept_id} ({args.command} on {args.site})")
         try:
             return _run(api, args, accept_id, outputs)
@@ -136,7 +136,7 @@ def _wf(args: argparse.Namespace) -> int:
             _say(f"interrupted; cancelling calc {accept_id}")
         with contextlib.suppress(MintError, TransportError):
             api.call("POST", "cancel-wait-calc", doc={"accept_id": accept_id})
-        return EXIT_FAILED
+        return Exit.FAILED
 
 
 def _text(exc: Exception) -> str:
@@ -151,8 +151,8 @@ def _run(api: MintApi, args: argparse.Namespace, accept_id: str, outputs: list[s
         _say(f"result {name} did not come back: {why}")
     if status != "completed":
         _say(f"calc {accept_id} ended abnormally; see {JP_STDERR}")
-        return EXIT_FAILED
-    return EXIT_FAILED if any(n in missing for n in outputs) else EXIT_OK
+        return Exit.FAILED
+    return Exit.FAILED if any(n in missing for n in outputs) else Exit.OK
 
 
 def _wait(api: MintApi, args: argparse.Namespace, accept_id: str) -> str:
@@ -199,7 +199,7 @@ def _fetch_results(api: MintApi, accept_id: str, outputs: list[str]) -> dict[str
         if name not in wanted:
             _say(f"warning: ignored result {name!r} (not asked for)")
             return Discard()
-        part = cwd / f".{name}.extcomp-part"
+        part = temp_path(cwd / name)
         parts[name] = part
         part.unlink(missing_ok=True)
         return FileSink(part, f"result {name!r}", sync=True)
