@@ -24,6 +24,10 @@ class Lease:
     id: str
     poller: str
     expires: float
+    # False until the poller confirms it has the calc (its first heartbeat or progress call):
+    # a claim answered into a closed connection then goes back to the queue within the short
+    # confirmation window, and without counting as an attempt.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +193,15 @@ def release(calc: Calc, *, now: float) -> Calc:
     return _maybe_queue(replace(calc, held=False, updated=now), now)
 
 
-def claim(calc: Calc, *, lease_id: str, poller: str, expires: float, now: float) -> Calc:
+def claim(
+    calc: Calc, *, lease_id: str, poller: str, expires: float, now: float, confirmed: bool = True
+) -> Calc:
+    """Lease a queued calc to `poller`; an unconfirmed lease's `expires` is the confirm-by time."""
     _require(calc, CalcState.QUEUED, action="claim")
     return replace(
         calc,
         state=CalcState.RUNNING,
-        lease=Lease(lease_id, poller, expires),
+        lease=Lease(lease_id, poller, expires, confirmed),
         reason=None,
         updated=now,
         progress=None,
@@ -219,7 +226,7 @@ def heartbeat(
     assert calc.lease is not None
     return replace(
         calc,
-        lease=replace(calc.lease, expires=expires),
+        lease=replace(calc.lease, expires=expires, confirmed=True),
         updated=now,
         progress=progress if progress is not None else calc.progress,
     )
@@ -295,11 +302,48 @@ def lease_expired(calc: Calc, now: float) -> bool:
     return calc.state is CalcState.RUNNING and calc.lease is not None and calc.lease.expires <= now
 
 
-def expire_lease(calc: Calc, *, max_attempts: int, now: float) -> Calc:
-    """A lease ran out: back to the queue, or failed once `max_attempts` leases were lost."""
-    _require(calc, CalcState.RUNNING, action="expire the lease of")
-    attempts = calc.attempts + 1
+def unclaim(calc: Calc, *, lease_id: str, reason: str, now: float) -> Calc:
+    """The poller gives a calc back before it ran anything (it cannot record it, it stops):
+    back to the queue without counting an attempt. A calc that already declared its results is
+    past that point and is not taken back."""
+    check_lease(calc, lease_id)
+    if calc.state is CalcState.CANCELLED:
+        return calc
+    _require(calc, CalcState.RUNNING, action="unclaim")
+    if calc.results_declared:
+        raise Conflict(f"calc {calc.id} already declared its results; it cannot be given back")
     poller = calc.lease.poller if calc.lease else "?"
+    return _back_to_queue(calc, now, f"requeued: poller {poller!r} gave it back ({reason})")
+
+
+def _back_to_queue(calc: Calc, now: float, reason: str, attempts: int | None = None) -> Calc:
+    return replace(
+        calc,
+        state=CalcState.QUEUED,
+        attempts=calc.attempts if attempts is None else attempts,
+        lease=None,
+        queued_at=now,
+        updated=now,
+        results=(),
+        results_declared=False,
+        exit_code=None,
+        progress=None,
+        reason=reason,
+    )
+
+
+def expire_lease(calc: Calc, *, max_attempts: int, now: float) -> Calc:
+    """A lease ran out: back to the queue, or failed once `max_attempts` leases were lost.
+
+    A lease that was never confirmed went to a poller that never got the calc (it stopped, or
+    the answer was lost): the calc goes back without counting an attempt."""
+    _require(calc, CalcState.RUNNING, action="expire the lease of")
+    poller = calc.lease.poller if calc.lease else "?"
+    if calc.lease is not None and not calc.lease.confirmed:
+        return _back_to_queue(
+            calc, now, f"requeued: poller {poller!r} never confirmed that it got the calc"
+        )
+    attempts = calc.attempts + 1
     if attempts >= max_attempts:
         return replace(
             calc,
@@ -309,19 +353,8 @@ def expire_lease(calc: Calc, *, max_attempts: int, now: float) -> Calc:
             updated=now,
             reason=f"lease lost {attempts} times (last poller {poller!r} stopped heartbeating)",
         )
-    return replace(
-        calc,
-        state=CalcState.QUEUED,
-        attempts=attempts,
-        lease=None,
-        queued_at=now,
-        updated=now,
-        results=(),
-        results_declared=False,
-        exit_code=None,
-        progress=None,
-        reason=f"requeued: poller {poller!r} stopped heartbeating (attempt {attempts})",
-    )
+    why = f"requeued: poller {poller!r} stopped heartbeating (attempt {attempts})"
+    return _back_to_queue(calc, now, why, attempts)
 
 
 def expire_queued(calc: Calc, *, now: float, waited: float) -> Calc:
@@ -333,6 +366,29 @@ def expire_queued(calc: Calc, *, now: float, waited: float) -> Calc:
         reason=f"expired in the queue after {int(waited)} s: "
         f"no poller of site {calc.site!r} claimed it",
     )
+
+
+def expire_registered(calc: Calc, *, now: float, idle: float) -> Calc:
+    """A calc still waiting for its inputs (or, held, for its release) with nothing new for
+    `idle` seconds: its client is gone; it fails rather than wait, or run later, unseen."""
+    _require(calc, CalcState.REGISTERED, action="expire")
+    what = "released by its client" if calc.held and _all_complete(calc.inputs) else "uploaded"
+    return replace(
+        calc,
+        state=CalcState.FAILED,
+        held=False,
+        updated=now,
+        reason=f"expired: its inputs were not {what} (nothing new for {int(idle)} s)",
+    )
+
+
+def outstanding_bytes(calc: Calc) -> int:
+    """Bytes this calc may still write to the server's disk (declared, not yet received)."""
+    if calc.state is CalcState.REGISTERED:
+        return sum(f.size - f.received for f in calc.inputs)
+    if calc.state is CalcState.RUNNING and calc.results_declared:
+        return sum(f.size - f.received for f in calc.results)
+    return 0
 
 
 def requeue(calc: Calc, *, now: float) -> Calc:

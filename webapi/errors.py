@@ -60,6 +60,18 @@ class ChecksumMismatch(ApiError):
     code, status = "checksum_mismatch", 422
 
 
+class InsufficientStorage(ApiError):
+    """The server's disk cannot take what was asked now; nothing was lost, try again later."""
+
+    code, status = "insufficient_storage", 507
+
+
+class Damaged(ApiError):
+    """A stored file does not match its record (the server's disk was tampered with or broke)."""
+
+    code, status = "damaged", 500
+
+
 class OffsetMismatch(Conflict):
     """An upload started at an offset other than the bytes the server already holds."""
 

@@ -25,6 +25,11 @@ from webapi.errors import ConfigError
 TMP_PREFIX = "~tmp-"
 
 
+def disk_full(exc: OSError) -> bool:
+    """True for the errors a full disk or an exhausted quota gives."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def is_temp(name: str) -> bool:
     """True for a file name this package's atomic writes leave behind after a crash."""
     return name.startswith(TMP_PREFIX)
@@ -131,3 +136,52 @@ class FileLock:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
                     os.close(self._fd)
                     self._fd = None
+
+
+class OwnerLock:
+    """Makes this process the only one of its kind using a directory, for as long as it lives:
+    an flock on `path`, with the holder's pid written in it for the refusal message."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, what: str, fix: str) -> None:
+        """Take the lock now or raise ConfigError naming the holder's pid, `what` it guards and
+        `fix` (what the operator should do)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"{what} is in use by another process (pid {holder}); {fix}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_locked(path: Path) -> bool:
+    """True if another open file description holds an flock on `path` (a live writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -40,6 +40,8 @@ _ERRORS_BY_CODE: dict[str, type[ApiError]] = {
         errors.Conflict,
         errors.TooLarge,
         errors.ChecksumMismatch,
+        errors.InsufficientStorage,
+        errors.Damaged,
     )
 }
 

@@ -123,6 +123,13 @@ def _taken(env: MintEnv, poller: OriginalPoller) -> str:
     assert aid is not None
     poller.ignore_next = False
     assert poller.request() == aid and poller.params(aid) is not None
+    # The server confirms the claim once the whole answer has gone out, just after the poller
+    # read it: wait for that, so the snapshots below see a settled calc.
+    api = Api(env.server, "mia")
+    deadline = time.monotonic() + 10
+    while api.get(str(calc_id_of(aid)))["lease"]["expires"] < "2100":
+        assert time.monotonic() < deadline, "the claim was never confirmed"
+        time.sleep(0.05)
     return aid
 
 

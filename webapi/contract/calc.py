@@ -326,13 +326,18 @@ class Registration:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """POST /api/v1/sites/{site}/claim: who asks, and how long it may wait for a calc."""
+    """POST /api/v1/sites/{site}/claim: who asks, and how long it may wait for a calc.
+
+    `confirm`: the poller will confirm it got the calc with a heartbeat right away; until then
+    the lease is short, so a calc answered into a closed connection is back in the queue soon.
+    """
 
     poller: str
     wait: float = DEFAULT_WAIT
+    confirm: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"poller": self.poller, "wait": self.wait}
+        return {"poller": self.poller, "wait": self.wait, "confirm": self.confirm}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], default_poller: str) -> ClaimRequest:
@@ -347,7 +352,10 @@ class ClaimRequest:
             or wait < 0
         ):
             raise BadRequest("'wait' must be a number of seconds ≥ 0")
-        return cls(poller, float(wait))
+        confirm = raw.get("confirm", False)
+        if not isinstance(confirm, bool):
+            raise BadRequest("'confirm' must be true or false")
+        return cls(poller, float(wait), confirm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +465,24 @@ class FinishReport:
             results=parse_manifest(raw.get("results"), "results"),
             reason=reason,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Unclaim:
+    """POST /api/v1/calcs/{id}/unclaim: the poller gives a calc back before running it."""
+
+    lease: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lease": self.lease, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Unclaim:
+        reason = raw.get("reason")
+        if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
+            raise BadRequest(f"'reason' must be a string of 1..{MAX_REASON} characters")
+        return cls(lease_of(raw), reason)
 
 
 def lease_of(raw: Mapping[str, Any]) -> str:

@@ -104,6 +104,14 @@ _DOC: dict[str, Any] = {
                 extra={"204": {"description": "nothing queued within `wait` seconds"}},
             ),
         },
+        "/api/v1/calcs/{calc_id}/unclaim": {
+            "post": _op(
+                "Give a claimed calc back before running it (no attempt lost)",
+                params=("calc_id",),
+                body=_OBJ,
+                ok=_CALC,
+            )
+        },
         "/api/v1/calcs/{calc_id}/heartbeat": {
             "post": _op("Renew the lease; learn of a cancel", params=("calc_id",), body=_OBJ)
         },

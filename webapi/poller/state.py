@@ -9,10 +9,8 @@ so finding work to resume does not read every record again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +20,7 @@ from typing import Any
 
 from webapi.contract.calc import FileEntry
 from webapi.errors import ConfigError
-from webapi.fs import is_temp, write_atomic
+from webapi.fs import OwnerLock, is_temp, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -130,30 +128,21 @@ class StateDir:
         except OSError as exc:
             raise ConfigError(f"state_dir {root}: {exc.strerror}") from None
         self._open: dict[str, CalcRecord] | None = None  # unfinished records, once scanned
-        self._owner_fd: int | None = None
+        self._owner: OwnerLock | None = None
 
     def claim_ownership(self, protocol: str) -> None:
         """Hold `.owner-<protocol>` locked for this process's life; ConfigError if another
         poller of the same protocol already uses this state dir (it would run calcs twice)."""
-        path = self.root / f".owner-{protocol}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise ConfigError(
-                f"state_dir {self.root} is in use by another {protocol} poller (pid {holder}); "
-                "give each poller its own state_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._owner_fd = fd
+        owner = OwnerLock(self.root / f".owner-{protocol}")
+        owner.acquire(
+            f"state_dir {self.root} ({protocol} poller)", "give each poller its own state_dir"
+        )
+        self._owner = owner
 
     def release_ownership(self) -> None:
-        if self._owner_fd is not None:
-            os.close(self._owner_fd)
-            self._owner_fd = None
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
 
     def _path(self, key: str) -> Path:
         # Keys come from a server: keep them to a plain file name.

@@ -155,8 +155,9 @@ def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from webapi.store.yaml_store import YamlJobStore
 
     source = ConfigSource(_config_path(args))
-    # Safe next to a running server: the store takes the same file lock.
-    return YamlJobStore(source.current.data_dir, site_policy(source))
+    # Beside a running server this store never repairs (the server owns the data dir) and makes
+    # each change under the store's lock, as the server does.
+    return YamlJobStore.beside_server(source.current.data_dir, site_policy(source))
 
 
 # Turns what an operator typed into a calc id; the composition root (webapi.cli) may widen it

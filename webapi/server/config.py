@@ -55,6 +55,17 @@ class ServerConfig:
     max_attempts: int = 3
     claim_wait_max: int = 50
     queued_expiry_seconds: int = 86400
+    # A calc whose inputs saw no upload (or, held, no release) for this long fails: its client
+    # is gone, and it must neither wait for ever nor run later unseen.
+    registered_expiry_seconds: int = 86400
+    # A poller that asks for it must confirm a claim (its first heartbeat) within this long, or
+    # the calc goes back to the queue without losing an attempt (the poller never got it).
+    claim_confirm_seconds: int = 30
+    # The same for claims through the original protocol's calc-params: confirmed when the
+    # answer was sent whole, or by the poller's next progress call.
+    legacy_confirm_seconds: int = 600
+    # Disk space never promised to uploads: room for calc records and logs when the disk fills.
+    min_free_bytes: int = 64 << 20
     quota_bytes: int = 0
     poller_absent_seconds: int = 120
     reaper_seconds: float = 5.0
@@ -86,6 +97,10 @@ _INT_KEYS = {
     "max_attempts": (1, 1000),
     "claim_wait_max": (0, 3600),
     "queued_expiry_seconds": (1, 365 * 86400),
+    "registered_expiry_seconds": (1, 365 * 86400),
+    "claim_confirm_seconds": (1, 86400),
+    "legacy_confirm_seconds": (1, 86400),
+    "min_free_bytes": (0, 1 << 50),
     "quota_bytes": (0, 1 << 62),
     "poller_absent_seconds": (1, 86400 * 30),
     "legacy_lease": (0, 10 * 365 * 86400),
@@ -314,7 +329,10 @@ def site_policy(config: ConfigSource) -> Callable[[str], SitePolicy]:
     def policy(site: str) -> SitePolicy:
         conf = config.current
         return SitePolicy(
-            conf.site_lease_seconds(site), conf.max_attempts, conf.queued_expiry_seconds
+            conf.site_lease_seconds(site),
+            conf.max_attempts,
+            conf.queued_expiry_seconds,
+            conf.registered_expiry_seconds,
         )
 
     return policy

@@ -17,10 +17,12 @@ from webapi.contract.calc import (
     Heartbeat,
     HeartbeatReply,
     LeaseGrant,
+    Unclaim,
 )
 from webapi.errors import ApiError, Forbidden
 from webapi.server.auth import Principal
-from webapi.server.routing import Deps, body_stream, query_int, read_json, route
+from webapi.server.routing import Deps, body_stream, peer_alive, query_int, read_json, route
+from webapi.store.base import ClaimTerms
 
 Render = Callable[[Deps, Calc], dict[str, Any]]
 # Worker threads kept free for non-claim requests whatever the number of waiting pollers.
@@ -49,8 +51,12 @@ def register_poller_routes(app: bottle.Bottle, deps: Deps, render: Render) -> No
             if deps.long_polls >= max(1, conf.threads - RESERVED_THREADS):
                 wait = 0
             deps.long_polls += 1
+        terms = ClaimTerms(
+            confirm_seconds=conf.claim_confirm_seconds if req.confirm else None,
+            still_there=peer_alive(bottle.request.environ),
+        )
         try:
-            calc = store.claim(site=site, user=p.user, poller=req.poller, wait=wait)
+            calc = store.claim(site=site, user=p.user, poller=req.poller, wait=wait, terms=terms)
         finally:
             with deps.long_poll_lock:
                 deps.long_polls -= 1
@@ -80,6 +86,12 @@ def register_poller_routes(app: bottle.Bottle, deps: Deps, render: Render) -> No
             quota_bytes=deps.config.current.quota_bytes,
         )
         return render(deps, calc)
+
+    @route(app, deps, "POST", "/api/v1/calcs/<calc_id>/unclaim")
+    def unclaim(p: Principal, calc_id: str) -> dict[str, Any]:
+        _lease_holder(p, store.get(calc_id))
+        body = Unclaim.from_json(read_json())
+        return render(deps, store.unclaim(calc_id, body.lease, body.reason))
 
     @route(app, deps, "PUT", "/api/v1/calcs/<calc_id>/results/<name:path>")
     def put_result(p: Principal, calc_id: str, name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +15,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import bottle
 
-from webapi.errors import ApiError, BadRequest, Forbidden, LengthRequired, TooLarge
+from webapi.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    InsufficientStorage,
+    LengthRequired,
+    TooLarge,
+)
+from webapi.fs import disk_full
 
 if TYPE_CHECKING:
     from webapi.calcs import Calc
@@ -24,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webapi.access")
 MAX_JSON_BYTES = 1 << 20
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # the peer shut its side down (Linux)
 DRAIN_CHUNKED_BYTES = 1 << 20
 CHUNK = 1 << 20
 
@@ -86,6 +96,16 @@ def route(
                     principal = deps.auth.authenticate(bottle.request.get_header("Authorization"))
                     user = principal.user
                 result = fn(principal, **kwargs)
+            except OSError as exc:
+                failed: ApiError
+                if disk_full(exc):
+                    log.error("%s %s: %s", method, bottle.request.path, exc)
+                    failed = out_of_space(exc)
+                else:
+                    log.exception("unhandled error in %s %s", method, bottle.request.path)
+                    failed = ApiError("internal error; see the server log")
+                status, body = failed.status, failed.to_json()
+                result = (status, body)
             except ApiError as exc:
                 status, body = exc.status, exc.to_json()
                 result = (status, body)
@@ -148,6 +168,37 @@ def read_json(required: bool = True) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object")
     return doc
+
+
+def out_of_space(exc: OSError) -> InsufficientStorage:
+    """The one answer for a full disk anywhere in a request (507: try again later)."""
+    return InsufficientStorage(
+        f"the server is out of disk space ({exc.strerror}); nothing was lost, try again later"
+    )
+
+
+def peer_alive(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the client of this request still waits for the answer.
+
+    A client waiting for an answer sends nothing more, so any event on its socket — end of
+    stream, hang-up, error, or unexpected data — means it has gone (or is about to).
+    """
+    sock = environ.get("extcomp.socket")
+    if sock is None:  # not served by our cheroot gateway (tests calling the app directly)
+        return lambda: True
+
+    def alive() -> bool:
+        try:
+            fd = sock.fileno()
+        except OSError:
+            return False
+        if fd < 0:
+            return False
+        watch = select.poll()
+        watch.register(fd, select.POLLIN | select.POLLPRI | _POLLRDHUP)
+        return not watch.poll(0)
+
+    return alive
 
 
 def is_chunked() -> bool:

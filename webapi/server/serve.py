@@ -7,6 +7,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -19,6 +20,16 @@ from webapi.store.yaml_store import YamlJobStore
 log = logging.getLogger(__name__)
 
 
+class _Gateway(wsgi.Gateway_10):
+    """cheroot's WSGI gateway, also handing the app the client's socket: a long-poll can then
+    tell a poller that has left from one still waiting (webapi.server.routing.peer_alive)."""
+
+    def get_environ(self) -> Any:
+        env = super().get_environ()  # type: ignore[no-untyped-call]
+        env["extcomp.socket"] = self.req.conn.socket
+        return env
+
+
 class ApiServer:
     """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
 
@@ -26,7 +37,10 @@ class ApiServer:
         self.config = ConfigSource(config_path)
         conf = self.config.current
         conf.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = YamlJobStore(conf.data_dir, site_policy(self.config))
+        # The store's owner lock refuses a second server on the same data_dir (ConfigError).
+        self.store = YamlJobStore(
+            conf.data_dir, site_policy(self.config), min_free_bytes=conf.min_free_bytes
+        )
         self.auth = UserStore(conf.users_file)
         self.app = create_app(self.store, self.config, self.auth)
         self.wsgi = wsgi.Server(
@@ -40,6 +54,7 @@ class ApiServer:
             shutdown_timeout=5,
             server_name="extcomp-api",
         )
+        self.wsgi.gateway = _Gateway
         if conf.tls is not None:
             self.wsgi.ssl_adapter = BuiltinSSLAdapter(str(conf.tls.cert), str(conf.tls.key))
         self._stop = threading.Event()

@@ -20,6 +20,23 @@ class SitePolicy:
     lease_seconds: int = 600
     max_attempts: int = 3
     queued_expiry_seconds: int = 86400
+    registered_expiry_seconds: int = 86400
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTerms:
+    """How a claim is made: which calcs fit the poller, how long its lease is, whether it must
+    confirm it got the calc (within `confirm_seconds`, else the calc goes back to the queue),
+    and how to tell that the poller is still there to receive it."""
+
+    accept: Accept | None = None
+    lease_seconds: float | None = None  # None: the site's
+    confirm_seconds: float | None = None  # None: the lease counts from the claim
+    still_there: Callable[[], bool] = _always
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +77,9 @@ class JobStore(Protocol):
     def fail(self, calc_id: str, reason: str) -> Calc: ...
     def peek(self, *, site: str, user: str, poller: str, accept: Accept) -> Calc | None: ...
     def claim(
-        self,
-        *,
-        site: str,
-        user: str,
-        poller: str,
-        wait: float,
-        accept: Accept | None = None,
-        lease_seconds: float | None = None,
+        self, *, site: str, user: str, poller: str, wait: float, terms: ClaimTerms | None = None
     ) -> Calc | None: ...
+    def unclaim(self, calc_id: str, lease_id: str, reason: str) -> Calc: ...
     def heartbeat(
         self,
         calc_id: str,
@@ -88,4 +99,5 @@ class JobStore(Protocol):
     ) -> Calc: ...
     def reap(self) -> int: ...
     def poller_seen(self, site: str) -> tuple[str, float] | None: ...
+    def poller_users(self, site: str) -> dict[str, float]: ...
     def close(self) -> None: ...

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from webapi import calcs
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
-from webapi.contract.names import safe_join, sha256_file
-from webapi.errors import BadRequest, ChecksumMismatch, Conflict, OffsetMismatch, TooLarge
-from webapi.fs import FileLock, fsync_dir
+from webapi.contract.names import safe_join
+from webapi.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    InsufficientStorage,
+    OffsetMismatch,
+    TooLarge,
+)
+from webapi.fs import FileLock, disk_full, fsync_dir
 from webapi.store.base import Kind
 
 log = logging.getLogger(__name__)
@@ -137,41 +145,52 @@ class FileTransfers:
                 )
         # Bytes past the recorded offset are leftovers of an interrupted request: drop them.
         os.ftruncate(fd, offset)
+        # One pass: hash what is written as it is written (and, on a resume, the bytes already
+        # here, once); the commit then only checks that the file still has those bytes.
+        digest = _hash_prefix(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
         written, truncated, too_big = 0, False, False
         remaining = length
-        while remaining is None or remaining > 0:
-            want = CHUNK if remaining is None else min(CHUNK, remaining)
-            try:
-                block = body.read(want)
-            except (OSError, ValueError):
-                block = b""
-            if not block:
-                truncated = remaining is not None
-                break
-            if offset + written + len(block) > entry.size:
-                too_big = True
-                break
-            os.write(fd, block)  # a regular file: one write takes the whole block
-            written += len(block)
-            if remaining is not None:
-                remaining -= len(block)
+        try:
+            while remaining is None or remaining > 0:
+                want = CHUNK if remaining is None else min(CHUNK, remaining)
+                try:
+                    block = body.read(want)
+                except (OSError, ValueError):
+                    block = b""
+                if not block:
+                    truncated = remaining is not None
+                    break
+                if offset + written + len(block) > entry.size:
+                    too_big = True
+                    break
+                _write_all(fd, block)
+                digest.update(block)
+                written += len(block)
+                if remaining is not None:
+                    remaining -= len(block)
+            if not too_big:
+                os.fsync(fd)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            os.ftruncate(fd, offset)  # give the space back; the upload resumes from offset
+            raise InsufficientStorage(
+                f"{kind[:-1]} {name!r}: the server's disk is full ({exc.strerror}); nothing was "
+                f"lost: resume from offset {offset} later"
+            ) from None
         if too_big:
             os.ftruncate(fd, offset)
             raise TooLarge(f"{kind[:-1]} {name!r}: the body is larger than the declared size")
-        os.fsync(fd)
         received = offset + written
-        if received == entry.size:
-            digest = sha256_file(part)  # outside the store lock; our flock keeps the file still
-            if digest != entry.sha256:
-                calc = self._commit(calc_id, kind, name, 0, None, part)
-                raise ChecksumMismatch(
-                    f"{kind[:-1]} {name!r}: sha256 of the received bytes is {digest}, not "
-                    f"{entry.sha256}; the upload was discarded, send it again from offset 0"
-                )
-        calc = self._commit(
-            calc_id, kind, name, received, final if received == entry.size else None, part
-        )
+        if received == entry.size and digest.hexdigest() != entry.sha256:
+            self._commit(calc_id, kind, name, 0, None, part, fd, received)
+            raise ChecksumMismatch(
+                f"{kind[:-1]} {name!r}: sha256 of the received bytes is {digest.hexdigest()}, "
+                f"not {entry.sha256}; the upload was discarded, send it again from offset 0"
+            )
+        done = final if received == entry.size else None
+        calc = self._commit(calc_id, kind, name, received, done, part, fd, received)
         if truncated:
             raise BadRequest(
                 f"{kind[:-1]} {name!r}: the body ended after {written} of {length} bytes; "
@@ -180,14 +199,34 @@ class FileTransfers:
         return calc, _entry(calc, kind, name)
 
     def _commit(
-        self, calc_id: str, kind: Kind, name: str, received: int, final: Path | None, part: Path
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        received: int,
+        final: Path | None,
+        part: Path,
+        fd: int,
+        written: int,
     ) -> Calc:
-        """Record `received` in calc.yaml; on completion move the part file to its final name."""
+        """Record `received` in calc.yaml; on completion move the part file to its final name.
+
+        The part must still hold the `written` bytes this upload left in it: if anything else
+        changed it, nothing is recorded and the upload starts over (never a short file recorded
+        whole).
+        """
         store = self.store
         with store.lock():
             calc = store.load(calc_id)
             # A cancel (or lease loss) during the upload wins: keep nothing, change nothing.
             _check_writable(calc, kind, None)
+            size = os.fstat(fd).st_size
+            changed = size != written
+            if changed:
+                log.error("calc %s: %s %r: the partial file has %d bytes, %d were written; "
+                          "discarded", calc_id, kind[:-1], name, size, written)  # fmt: skip
+                os.ftruncate(fd, 0)
+                final, received = None, 0
             if final is not None:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(part, final)
@@ -196,6 +235,36 @@ class FileTransfers:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
             new = _record(calc, kind, name, received, time.time())
+            try:
+                saved = store.save(calc, new)
+            except OSError:
+                if final is not None:  # not recorded: put it back, a retry commits it again
+                    os.replace(final, part)
+                raise
             if new.state is not calc.state:
                 log.info("calc %s: %s → %s", calc_id, calc.state, new.state)
-            return store.save(calc, new)
+        if changed:
+            raise Conflict(
+                f"{kind[:-1]} {name!r}: the partial file changed on the server while it was "
+                "uploaded; it was discarded: send it again from offset 0"
+            )
+        return saved
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _hash_prefix(fd: int, size: int) -> Any:
+    """A sha256 object fed with the first `size` bytes of the file."""
+    digest = hashlib.sha256()
+    done = 0
+    while done < size:
+        block = os.pread(fd, min(CHUNK, size - done), done)
+        if not block:
+            break
+        digest.update(block)
+        done += len(block)
+    return digest

@@ -14,7 +14,7 @@ from webapi import calcs
 from webapi.calcs import Calc
 from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
 from webapi.contract.names import sha256_file
-from webapi.fs import is_temp, read_yaml, write_yaml_atomic
+from webapi.fs import is_locked, is_temp, read_yaml, write_yaml_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ def _repair_file(calc_dir: Path, kind: str, entry: FileEntry) -> FileEntry:
             return replace(entry, received=entry.size)
         final.unlink()
     if part.is_file() and not part.is_symlink():
+        if is_locked(part):
+            # Someone is still writing it (an upload in another process): not a crash leftover.
+            log.warning("repair: %s is being written by a live process; left alone", part)
+            return entry
         size = part.stat().st_size
         if size > entry.received:  # written but never recorded: the next upload resumes earlier
             with open(part, "r+b") as fh:
@@ -76,8 +80,9 @@ def _repair_calc(calc_dir: Path) -> Calc | None:
     return fixed
 
 
-def repair(root: Path) -> None:
-    """Remove crash leftovers and rebuild every index from the calc.yaml files (under the lock)."""
+def repair(root: Path) -> list[Calc]:
+    """Remove crash leftovers and rebuild every index from the calc.yaml files (under the lock,
+    by the store's owner only); return the calcs found."""
     _remove_temp_files(root)
     found = []
     for name in sorted(os.listdir(root / "calcs")):
@@ -108,3 +113,4 @@ def repair(root: Path) -> None:
         os.replace(fresh, root / index)
         shutil.rmtree(old, ignore_errors=True)
     log.info("store: opened %s with %d calcs; indexes rebuilt", root, len(found))
+    return found

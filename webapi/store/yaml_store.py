@@ -21,14 +21,25 @@ from webapi import calcs
 from webapi.calcs import Calc
 from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
 from webapi.contract.names import safe_join
-from webapi.errors import BadRequest, Conflict, NotFound, TooLarge
-from webapi.fs import FileLock, read_yaml, write_yaml_atomic
-from webapi.store.base import Accept, Kind, NewCalcRequest, SitePolicy
+from webapi.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Damaged,
+    InsufficientStorage,
+    NotFound,
+    TooLarge,
+)
+from webapi.fs import FileLock, OwnerLock, read_yaml, write_yaml_atomic
+from webapi.store.base import Accept, ClaimTerms, Kind, NewCalcRequest, SitePolicy
 from webapi.store.files import FileTransfers
+from webapi.store.pollers import PollerRegistry
 from webapi.store.repair import repair
+from webapi.store.tracking import Tracker
 
 log = logging.getLogger(__name__)
 FULL_SCAN_S = 600.0  # a full scan of running/ at most this often (see reap)
+DEFAULT_MIN_FREE = 64 << 20  # bytes kept free for calc records and logs whatever is reserved
 
 CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
 
@@ -39,28 +50,55 @@ class YamlJobStore:
     Indexes are empty marker files: `queues/<site>/<user>/<queued-µs>-<id>` (claim order) and
     `running/<id>` (the reaper's work list). They are derived data, rebuilt from the calc.yaml
     files on open, so a crash between writing a calc and its index entry is repaired there.
+
+    One process owns a data dir (`.owner`, an flock): only the owner repairs it on open, so a
+    repair never races a live upload of another process. `owner=False` opens it beside a
+    running owner (the admin commands): no repair, every change under the store lock.
     """
 
-    def __init__(self, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        policy: Callable[[str], SitePolicy] | None = None,
+        *,
+        owner: bool = True,
+        min_free_bytes: int = DEFAULT_MIN_FREE,
+    ) -> None:
         self.root = data_dir
         self._policy = policy or (lambda _site: SitePolicy())
+        self.min_free_bytes = min_free_bytes
         for sub in ("calcs", "queues", "running", "requests", "pollers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(self.root / ".lock")
+        self.owner = OwnerLock(self.root / ".owner")
         self._cond = threading.Condition()
         self._generation = 0
         self._closed = False
         self._last_reap = 0.0
-        # calc id -> lease expiry of running calcs, kept by save(): a reap reads only calcs whose
-        # lease is due instead of every running calc (which took seconds at ~800 running).
-        self._lease_due: dict[str, float] = {}
+        # Derived from the records and kept by save(): a reap reads only calcs that are due, and
+        # a registration knows what uploads in progress have been promised (see Tracker).
+        self.tracker = Tracker()
         self._last_full_scan = 0.0
-        self._seen: dict[str, tuple[str, float]] = {}
-        self._seen_written: dict[str, float] = {}
-        with self.lock():
-            repair(self.root)
-        self._load_seen()
+        if owner:
+            self.owner.acquire(
+                f"data_dir {self.root}",
+                "one API server per data_dir: stop the other `extcomp-api serve`, or give this "
+                "one its own data_dir",
+            )
+            with self.lock():
+                self.tracker.load(repair(self.root))
+        self.pollers = PollerRegistry(self.root / "pollers")
         self.files = FileTransfers(self)
+
+    @classmethod
+    def beside_server(
+        cls, data_dir: Path, policy: Callable[[str], SitePolicy] | None = None
+    ) -> YamlJobStore:
+        """For an admin command: the owner if no server runs, else alongside the running one."""
+        try:
+            return cls(data_dir, policy)
+        except ConfigError:
+            return cls(data_dir, policy, owner=False)
 
     # -- low level ----------------------------------------------------------------------------
     def calc_dir(self, calc_id: str) -> Path:
@@ -96,10 +134,7 @@ class YamlJobStore:
             (qdir / calcs.queue_entry(new)).touch()
             self._notify()
         running = self.root / "running" / new.id
-        if new.state is CalcState.RUNNING and new.lease is not None:
-            self._lease_due[new.id] = new.lease.expires
-        else:
-            self._lease_due.pop(new.id, None)
+        self.tracker.update(new)
         if new.state is CalcState.RUNNING:
             running.touch()
         elif old is not None and old.state is CalcState.RUNNING:
@@ -127,13 +162,23 @@ class YamlJobStore:
         return self._expire_if_due(self.read(calc_id))
 
     # -- calcs --------------------------------------------------------------------------------
+    def check_space(self, need: int, what: str) -> None:
+        """Refuse `need` more bytes unless they fit beside what uploads in progress were promised
+        and the reserve: concurrent uploads can then never overfill the disk."""
+        free = shutil.disk_usage(self.root).free
+        reserved = self.tracker.reserved()
+        room = free - reserved - self.min_free_bytes
+        if need > room:
+            raise InsufficientStorage(
+                f"{what} need {need} bytes, but the server can take {max(room, 0)} now "
+                f"({free} free, {reserved} promised to uploads in progress, "
+                f"{self.min_free_bytes} kept in reserve); try again later or ask its operator"
+            )
+
     def create(self, req: NewCalcRequest, *, quota_bytes: int) -> tuple[Calc, bool]:
         total = sum(f.size for f in req.inputs)
         if quota_bytes and total > quota_bytes:
             raise TooLarge(f"inputs total {total} bytes, over the quota of {quota_bytes} bytes")
-        free = shutil.disk_usage(self.root).free
-        if total > free:
-            raise TooLarge(f"inputs total {total} bytes but the server has {free} bytes free")
         with self.lock():
             req_file = None
             if req.request_id is not None:
@@ -141,6 +186,7 @@ class YamlJobStore:
                 req_file = self.root / "requests" / req.user / key
                 with contextlib.suppress(FileNotFoundError):
                     return self.load(req_file.read_text().strip()), False
+            self.check_space(total, "the inputs")
             calc = calcs.new_calc(
                 calc_id="c-" + uuid.uuid4().hex,
                 user=req.user,
@@ -235,30 +281,28 @@ class YamlJobStore:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            raise NotFound(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
+            raise Damaged(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
         except OSError:
             raise BadRequest(f"{kind[:-1]} {name!r} cannot be opened (symbolic link?)") from None
+        size = os.fstat(fd).st_size
+        if size != entry.size:
+            # Never answer a short body under the recorded length: the reader would wait for
+            # bytes that do not exist.
+            os.close(fd)
+            log.error("calc %s: %s %r has %d bytes on disk, %d recorded", calc_id, kind[:-1],
+                      name, size, entry.size)  # fmt: skip
+            raise Damaged(
+                f"{kind[:-1]} {name!r} of calc {calc_id} is damaged on the server "
+                f"({size} bytes on disk, {entry.size} recorded); its operator has been told"
+            )
         return os.fdopen(fd, "rb"), entry.size
 
     # -- poller side --------------------------------------------------------------------------
-    def _note_poller(self, site: str, poller: str) -> None:
-        now = time.time()
-        self._seen[site] = (poller, now)
-        # Persist at most every 10 s per site: survives restarts without a write per request.
-        if now - self._seen_written.get(site, 0.0) > 10:
-            self._seen_written[site] = now
-            doc = {"poller": poller, "seen": now}
-            with contextlib.suppress(OSError):
-                write_yaml_atomic(self.root / "pollers" / f"{site}.yaml", doc)
-
-    def _load_seen(self) -> None:
-        for path in (self.root / "pollers").glob("*.yaml"):
-            with contextlib.suppress(Exception):
-                doc = read_yaml(path)
-                self._seen[path.stem] = (str(doc["poller"]), float(doc["seen"]))
-
     def poller_seen(self, site: str) -> tuple[str, float] | None:
-        return self._seen.get(site)
+        return self.pollers.last(site)
+
+    def poller_users(self, site: str) -> dict[str, float]:
+        return self.pollers.users(site)
 
     def _queued(self, site: str, user: str, accept: Accept | None) -> Calc | None:
         """The oldest queued calc of site/user that `accept`s; drops stale markers on the way."""
@@ -288,48 +332,49 @@ class YamlJobStore:
     def peek(self, *, site: str, user: str, poller: str, accept: Accept) -> Calc | None:
         """The calc `claim` would take now, without taking it (the original protocol's offer)."""
         with self.lock():
-            self._note_poller(site, poller)
+            self.pollers.note(site, poller, user)
             return self._queued(site, user, accept)
 
-    def _try_claim(
-        self, site: str, user: str, poller: str, accept: Accept | None, lease: float | None
-    ) -> Calc | None:
-        calc = self._queued(site, user, accept)
+    def _try_claim(self, site: str, user: str, poller: str, terms: ClaimTerms) -> Calc | None:
+        calc = self._queued(site, user, terms.accept)
         if calc is None:
             return None
         now = time.time()
-        lease_seconds = self._policy(site).lease_seconds if lease is None else lease
+        if terms.confirm_seconds is not None:
+            expires, confirmed = now + terms.confirm_seconds, False
+        else:
+            lease = terms.lease_seconds
+            expires = now + (self._policy(site).lease_seconds if lease is None else lease)
+            confirmed = True
         new = calcs.claim(
             calc,
             lease_id="l-" + secrets.token_hex(12),
             poller=poller,
-            expires=now + lease_seconds,
+            expires=expires,
             now=now,
+            confirmed=confirmed,
         )
         log.info("calc %s: claimed by poller %r of %s", calc.id, poller, user)
         return self.save(calc, new)
 
     def claim(
-        self,
-        *,
-        site: str,
-        user: str,
-        poller: str,
-        wait: float,
-        accept: Accept | None = None,
-        lease_seconds: float | None = None,
+        self, *, site: str, user: str, poller: str, wait: float, terms: ClaimTerms | None = None
     ) -> Calc | None:
-        """Claim the oldest queued calc of `user` for `site` that `accept`s (default: any),
-        waiting up to `wait` seconds; `lease_seconds` overrides the site's lease length."""
+        """Claim the oldest queued calc of `user` for `site` that `terms.accept`s, waiting up to
+        `wait` seconds; nothing is taken once `terms.still_there()` says the asker has gone."""
+        terms = terms or ClaimTerms()
         deadline = time.monotonic() + wait
         if time.time() - self._last_reap > 1.0:
             self.reap()
         while True:
             with self._cond:
                 generation = self._generation
+            if not terms.still_there():
+                log.info("claim of poller %r for %s: the poller left; nothing taken", poller, site)
+                return None
             with self.lock():
-                self._note_poller(site, poller)
-                calc = self._try_claim(site, user, poller, accept, lease_seconds)
+                self.pollers.note(site, poller, user)
+                calc = self._try_claim(site, user, poller, terms)
             if calc is not None:
                 return calc
             remaining = deadline - time.monotonic()
@@ -349,7 +394,7 @@ class YamlJobStore:
         with self.lock():
             calc = self.load(calc_id)
             if calc.lease is not None:
-                self._note_poller(calc.site, calc.lease.poller)
+                self.pollers.note(calc.site, calc.lease.poller, calc.user)
             now = time.time()
             if lease_seconds is None:
                 lease_seconds = self._policy(calc.site).lease_seconds
@@ -357,6 +402,16 @@ class YamlJobStore:
             new = calcs.heartbeat(
                 calc, lease_id=lease_id, expires=expires, progress=progress, now=now
             )
+            return self.save(calc, new)
+
+    def unclaim(self, calc_id: str, lease_id: str, reason: str) -> Calc:
+        """The poller gives the calc back before it ran anything: queued again, no attempt lost."""
+        with self.lock():
+            calc = self.load(calc_id)
+            new = calcs.unclaim(calc, lease_id=lease_id, reason=reason, now=time.time())
+            if new is not calc:
+                shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
+                log.info("calc %s: %s", calc_id, new.reason)
             return self.save(calc, new)
 
     def finish(
@@ -374,6 +429,8 @@ class YamlJobStore:
             raise TooLarge(f"results total {total} bytes, over the quota of {quota_bytes} bytes")
         with self.lock():
             calc = self.load(calc_id)
+            if not calc.results_declared:
+                self.check_space(total, "the results")
             new = calcs.finish(
                 calc,
                 lease_id=lease_id,
@@ -391,24 +448,23 @@ class YamlJobStore:
         with self.lock():
             # Every running calc on the first reap and now and then (another process sharing the
             # data dir may have made leases); otherwise only those the index says are due.
+            lease_due = self.tracker.lease_due
             if now - self._last_full_scan > FULL_SCAN_S:
                 self._last_full_scan = now
                 due = os.listdir(self.root / "running")
             else:
-                due = [cid for cid, expires in self._lease_due.items() if expires <= now]
+                due = [cid for cid, expires in lease_due.items() if expires <= now]
             for calc_id in due:
                 try:
                     calc = self.read(calc_id)
                 except NotFound:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.root / "running" / calc_id)
-                    self._lease_due.pop(calc_id, None)
+                    self.tracker.forget(calc_id)
                     continue
-                if calc.state is CalcState.RUNNING and calc.lease is not None:
-                    self._lease_due[calc_id] = calc.lease.expires
-                else:
-                    self._lease_due.pop(calc_id, None)
+                self.tracker.update(calc)
                 changed += self._expire_if_due(calc) is not calc
+            changed += self._expire_registered(time.time())
             now = time.time()
             for qdir in (self.root / "queues").glob("*/*"):
                 expiry = self._policy(qdir.parent.name).queued_expiry_seconds
@@ -423,7 +479,31 @@ class YamlJobStore:
                             changed += 1
         return changed
 
+    def _expire_registered(self, now: float) -> int:
+        """Fail registrations that saw no upload (or, held, no release) for the site's expiry:
+        their client is gone; their partial files are removed. Call under the lock."""
+        changed = 0
+        for calc_id, (site, active) in list(self.tracker.registered.items()):
+            expiry = self._policy(site).registered_expiry_seconds
+            if now - active <= expiry:
+                continue
+            try:
+                calc = self.read(calc_id)
+            except NotFound:
+                self.tracker.forget(calc_id)
+                continue
+            if calc.state is not CalcState.REGISTERED or now - calc.updated <= expiry:
+                self.tracker.update(calc)  # changed meanwhile (e.g. by another process)
+                continue
+            idle = now - calc.updated
+            new = self.save(calc, calcs.expire_registered(calc, now=now, idle=idle))
+            shutil.rmtree(self.calc_dir(calc_id) / "parts", ignore_errors=True)
+            log.info("calc %s: %s", calc_id, new.reason)
+            changed += 1
+        return changed
+
     def close(self) -> None:
-        """Wake every waiting claim so the server can stop promptly."""
+        """Wake every waiting claim so the server can stop promptly; give up the data dir."""
         self._closed = True
         self._notify()
+        self.owner.release()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from webapi import calcs
-from webapi.calcs import Calc, CalcState, FileEntry
-from webapi.contract.calc import parse_manifest
+from webapi.calcs import Calc
+from webapi.contract.calc import CalcState, FileEntry, parse_manifest
 from webapi.errors import BadRequest, Conflict
 
 SHA = "a" * 64

@@ -10,9 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from webapi.calcs import Calc, CalcState, FileEntry
-from webapi.errors import BadRequest, ChecksumMismatch, Conflict, NotFound, OffsetMismatch, TooLarge
-from webapi.store.yaml_store import NewCalcRequest, SitePolicy, YamlJobStore
+from webapi.calcs import Calc
+from webapi.contract.calc import CalcState, FileEntry
+from webapi.errors import (
+    BadRequest,
+    ChecksumMismatch,
+    ConfigError,
+    Conflict,
+    NotFound,
+    OffsetMismatch,
+    TooLarge,
+)
+from webapi.store.base import NewCalcRequest, SitePolicy
+from webapi.store.yaml_store import YamlJobStore
 
 DATA = b"0123456789" * 1000
 
@@ -189,8 +199,15 @@ def test_concurrent_claims_never_double_claim(tmp_path: Path) -> None:
     assert sorted(claimed) == sorted(ids)
 
 
-def test_two_stores_on_one_dir_share_the_lock(tmp_path: Path) -> None:
-    one, two = YamlJobStore(tmp_path), YamlJobStore(tmp_path)
+def test_one_owner_per_data_dir(tmp_path: Path) -> None:
+    YamlJobStore(tmp_path)
+    with pytest.raises(ConfigError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+        YamlJobStore(tmp_path)
+
+
+def test_a_store_beside_the_owner_shares_the_lock(tmp_path: Path) -> None:
+    one, two = YamlJobStore(tmp_path), YamlJobStore.beside_server(tmp_path)
+    assert two.owner.held is False
     calc = upload(one, new_calc(one))
     assert two.claim(site="site-a", user="alice", poller="p", wait=0).id == calc.id  # type: ignore[union-attr]
     assert one.claim(site="site-a", user="alice", poller="p", wait=0) is None
@@ -214,6 +231,7 @@ def test_repair_after_crashes(tmp_path: Path) -> None:
     final.write_bytes(DATA)
     (tmp_path / "calcs" / ("c-" + "9" * 32)).mkdir()
 
+    store.owner.release()  # the process that owned it died
     store = YamlJobStore(tmp_path)
     assert not (tmp_path / "calcs" / queued.id / "~tmp-abc").exists()
     assert not (tmp_path / "calcs" / ("c-" + "9" * 32)).exists()

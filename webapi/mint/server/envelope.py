@@ -12,9 +12,17 @@ from typing import Any, BinaryIO
 import bottle
 
 from webapi.errors import ApiError, BadRequest, ConfigError, Unauthorized
+from webapi.fs import disk_full
 from webapi.mint.codec.wire import PREFIX
 from webapi.server.auth import Principal
-from webapi.server.routing import Deps, Stream, body_stream, drain_chunked, is_chunked
+from webapi.server.routing import (
+    Deps,
+    Stream,
+    body_stream,
+    drain_chunked,
+    is_chunked,
+    out_of_space,
+)
 
 # An error answer is only seen by a client that has sent its whole body: read the rest of a
 # rejected upload (up to the seed's 2 GiB of base64 plus slack) instead of resetting it.
@@ -107,6 +115,15 @@ def mint_route(
                 user = principal.user
                 result = fn(principal, body)
                 status = 200
+            except OSError as exc:
+                if disk_full(exc):
+                    log.error("%s: %s", name, exc)
+                    status, full = 507, out_of_space(exc)
+                    result = failure(status, f"{name}: {full.message}", error=full.code)
+                else:
+                    log.exception("unhandled error in %s %s", method, name)
+                    status = 500
+                    result = failure(500, "internal error: see the server log")
             except ApiError as exc:
                 status, message = exc.status, exc.message
                 if status_word and not message.startswith("status:"):

@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -76,10 +76,17 @@ def open_staged(staged: DecodedFile, offset: int = 0) -> BinaryIO:
     return fh
 
 
-def stream_json(pieces: list[Piece]) -> Stream:
-    """An answer made of JSON text and base64'd files, produced while it is sent."""
+def stream_json(pieces: list[Piece], on_sent: Callable[[], None] | None = None) -> Stream:
+    """An answer made of JSON text and base64'd files, produced while it is sent; `on_sent`
+    runs once its last byte has been handed to the connection (not if the send broke)."""
     headers = (("Content-Type", "application/json; charset=utf-8"),)
-    return Stream(iter_body(pieces), body_length(pieces), 200, headers)
+
+    def chunks() -> Iterator[bytes]:
+        yield from iter_body(pieces)
+        if on_sent is not None:
+            on_sent()
+
+    return Stream(chunks(), body_length(pieces), 200, headers)
 
 
 def remove_stale_staging(data_dir: Path, idle_seconds: float = 3600) -> None:

@@ -7,6 +7,7 @@ results, which ends the calc (succeeded after "calc end", failed after "abnormal
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bottle
@@ -26,7 +27,10 @@ from webapi.mint.server.payloads import Budget, Staging, parse_body, stream_json
 from webapi.mint.server.routes_workflow import check_quota_early, find_calc, store_staged
 from webapi.server.auth import Principal
 from webapi.server.config import ServerConfig
-from webapi.server.routing import Deps, Stream
+from webapi.server.routing import Deps, Stream, peer_alive
+from webapi.store.base import ClaimTerms
+
+log = logging.getLogger(__name__)
 
 
 def _site(deps: Deps, site: Any) -> tuple[ServerConfig, str]:
@@ -63,11 +67,21 @@ def _our_lease(calc: Calc) -> str:
     return calc.lease.id
 
 
-def _advance(deps: Deps, calc: Calc, progress: str) -> Calc:
+def _advance(deps: Deps, calc: Calc, progress: str | None) -> Calc:
     conf = deps.config.current
     return deps.store.heartbeat(
         calc.id, _our_lease(calc), progress, mapping.legacy_lease_seconds(conf, calc.site)
     )
+
+
+def _confirm(deps: Deps, calc_id: str, lease_id: str) -> None:
+    """The whole calc-params answer went out: the poller has the calc."""
+    try:
+        calc = deps.store.get(calc_id)
+        if calc.lease is not None and calc.lease.id == lease_id and not calc.lease.confirmed:
+            _advance(deps, calc, calc.progress)
+    except ApiError as exc:  # cancelled or taken back meanwhile: nothing to confirm
+        log.info("calc-params of %s: not confirmed (%s)", calc_id, exc.message)
 
 
 def _calc_info_pieces(deps: Deps, calc: Calc) -> list[Piece]:
@@ -121,20 +135,32 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                     f"calc {accept_id_of(calc.id)} cannot be run by this poller: it has "
                     "arguments or its command is no longer on the site's list"
                 )
-            claimed = store.claim(
-                site=calc.site,
-                user=p.user,
-                poller=mapping.LEGACY_POLLER,
-                wait=0,
+            # Until the answer has gone out whole (or the poller's next progress call), the
+            # claim is unconfirmed: a poller that never got it gives the calc back by timing out.
+            terms = ClaimTerms(
                 accept=lambda c: c.id == calc.id,
-                lease_seconds=mapping.legacy_lease_seconds(conf, calc.site),
+                confirm_seconds=conf.legacy_confirm_seconds,
+                still_there=peer_alive(bottle.request.environ),
+            )
+            claimed = store.claim(
+                site=calc.site, user=p.user, poller=mapping.LEGACY_POLLER, wait=0, terms=terms
             )
             if claimed is None:
                 raise Conflict(f"calc {accept_id_of(calc.id)} was just taken by another poller")
             calc = claimed
         else:
-            _our_lease(calc)  # a repeat after a lost answer is fine; anything else is not
-        return stream_json(_calc_info_pieces(deps, calc))
+            # Original pollers of one user cannot be told apart: a calc already taken is never
+            # handed out again, or two of them would run it (a poller whose answer was lost gets
+            # it back from calc-request once its unconfirmed claim times out).
+            _our_lease(calc)
+            raise Conflict(
+                f"calc-params: calc {accept_id_of(calc.id)} was already taken by a poller; "
+                "each calc goes to one poller only"
+            )
+        assert calc.lease is not None
+        pieces = _calc_info_pieces(deps, calc)
+        lease_id = calc.lease.id
+        return stream_json(pieces, on_sent=lambda: _confirm(deps, calc.id, lease_id))
 
     def step(name: str, progress: str) -> None:
         @mint_route(app, deps, "POST", name)

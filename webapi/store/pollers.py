@@ -1,0 +1,48 @@
+"""Which pollers each site has seen, and of which users: `pollers/<site>.yaml`, written now and
+then so it survives restarts without a write per request."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from webapi.fs import read_yaml, write_yaml_atomic
+
+PERSIST_EVERY_S = 10.0
+
+
+class PollerRegistry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._last: dict[str, tuple[str, float]] = {}
+        self._users: dict[str, dict[str, float]] = {}
+        self._written: dict[str, float] = {}
+        for path in root.glob("*.yaml"):
+            with contextlib.suppress(Exception):  # a damaged file must not stop the server
+                doc = read_yaml(path)
+                self._last[path.stem] = (str(doc["poller"]), float(doc["seen"]))
+                users = doc.get("users") or {}
+                self._users[path.stem] = {str(u): float(t) for u, t in users.items()}
+
+    def note(self, site: str, poller: str, user: str | None) -> None:
+        now = time.time()
+        self._last[site] = (poller, now)
+        users = self._users.setdefault(site, {})
+        new_user = user is not None and user not in users
+        if user is not None:
+            users[user] = now
+        if new_user or now - self._written.get(site, 0.0) > PERSIST_EVERY_S:
+            self._written[site] = now
+            doc = {"poller": poller, "seen": now, "users": dict(users)}
+            with contextlib.suppress(OSError):  # only a hint for humans; never fail a request
+                write_yaml_atomic(self.root / f"{site}.yaml", doc)
+
+    def last(self, site: str) -> tuple[str, float] | None:
+        """(poller id, when) of the last poller seen for `site`."""
+        return self._last.get(site)
+
+    def users(self, site: str) -> dict[str, float]:
+        """The users whose pollers have served `site`, with when each was last seen."""
+        return dict(self._users.get(site, {}))
