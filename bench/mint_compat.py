@@ -36,7 +36,7 @@ from _common import format_table, machine_info, write_json  # noqa: E402
 
 from tests.fixtures.tls import make_tls  # noqa: E402
 from webapi.contract.names import sha256_file  # noqa: E402
-from webapi.mint.client import MintApi, MintSettings  # noqa: E402
+from webapi.mint.client import MintApi, mint_settings  # noqa: E402
 from webapi.mint.codec import bodies  # noqa: E402
 from webapi.mint.codec.b64 import FileSink  # noqa: E402
 from webapi.mint.codec.bodies import FileField, FilePiece, StreamBody, js  # noqa: E402
@@ -122,7 +122,7 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
     t: dict[str, float] = {}
     empty_log = work / "empty.log"
     empty_log.write_bytes(b"")
-    settings = MintSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
+    settings = mint_settings(srv.url, srv.token, ca_file=srv.ca, read_timeout=600)
     with MintApi(settings) as api:
         binary = ("application/octet-stream;", "charset=binary")
         body = StreamBody(

@@ -108,6 +108,7 @@ class Exit(IntEnum):
     FAILED = 1
     USAGE = 2
     TIMEOUT = 124
+    HOST_ERROR = 125
     NOT_ALLOWED = 126
     CANNOT_START = 127
     INTERRUPTED = 130
@@ -121,6 +122,7 @@ EXIT_CODES: dict[Exit, str] = {
     Exit.FAILED: "the calc or the command failed without an exit code of its own",
     Exit.USAGE: "usage or configuration error (nothing was sent)",
     Exit.TIMEOUT: "the remote program hit its time limit and was stopped",
+    Exit.HOST_ERROR: "recorded for a calc the external host could not run or record (disk full)",
     Exit.NOT_ALLOWED: "recorded for a calc whose command is not on the poller's allow-list",
     Exit.CANNOT_START: "recorded for a calc whose program could not be started",
     Exit.INTERRUPTED: "interrupted (Ctrl-C); the calc goes on on the server",

@@ -7,6 +7,7 @@ id is kept, so the client reconnects and continues (`patience` bounds how long i
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from typing import TypeVar
 
 from webapi.contract.calc import CalcState, CalcView, FileEntry, Registration
 from webapi.contract.names import check_name, safe_join, sha256_file
-from webapi.errors import BadRequest, MalformedAnswer, TransportError
+from webapi.errors import ApiError, BadRequest, MalformedAnswer, TransportError
 from webapi.transport import Transport, TransportSettings, login, quote_name
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,16 @@ class Client:
 
     def submit_spec(self, spec: SubmitSpec) -> CalcView:
         calc = self._patiently(lambda: self.register(spec))
-        # Uploads resume from the server's offset, so a retry after a break continues.
-        return self._patiently(lambda: self.upload_inputs(self.show(calc.id), spec))
+        try:
+            # Uploads resume from the server's offset, so a retry after a break continues.
+            return self._patiently(lambda: self.upload_inputs(self.show(calc.id), spec))
+        except BaseException:
+            # This client gives up on the calc: cancel it, so it can never run later without
+            # anyone waiting for it (the server would otherwise queue it once its inputs are in).
+            with contextlib.suppress(ApiError, TransportError, MalformedAnswer):
+                self.cancel(calc.id)
+                log.warning("calc %s cancelled: its inputs could not all be uploaded", calc.id)
+            raise
 
     def show(self, calc_id: str) -> CalcView:
         _, body = self.transport.call("GET", f"/api/v1/calcs/{calc_id}")

@@ -454,8 +454,12 @@ class FinishReport:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> FinishReport:
         exit_code = raw.get("exit_code")
-        if isinstance(exit_code, bool) or not isinstance(exit_code, int):
-            raise BadRequest("'exit_code' must be an integer")
+        if (
+            isinstance(exit_code, bool)
+            or not isinstance(exit_code, int)
+            or not 0 <= exit_code < 256
+        ):
+            raise BadRequest("'exit_code' must be a whole number 0..255")
         reason = raw.get("reason")
         if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
             raise BadRequest(f"'reason' must be a string of at most {MAX_REASON} characters")

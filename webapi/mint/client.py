@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from webapi.errors import TransportError
 from webapi.mint.codec.bodies import StreamBody, js
 from webapi.mint.codec.jsonstream import JsonError, SinkFor, StreamParser
 from webapi.mint.codec.wire import PREFIX
-from webapi.transport import RETRY_STATUSES, BearerAuth, send, short_reason
+from webapi.transport import RETRY_STATUSES, TransportSettings, make_session, send, short_reason
+from webapi.transport.session import Deadline, allowance, deadline
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +69,18 @@ def _failure(resp: requests.Response, what: str, doc: Any = None) -> MintError:
 
 
 # -- the session -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class MintSettings:
-    """Where the server is (`url` already carries the port) and how to reach it."""
-
-    url: str
-    token: str = field(repr=False)
-    ca_file: Path | None = None
-    verify: bool = True
-    connect_timeout: float = 10.0
-    read_timeout: float = 120.0
-    retries: int = 2
+def mint_settings(url: str, token: str, **more: Any) -> TransportSettings:
+    """Settings for the original protocol's server (`url` already carries the port): its calls
+    may take longer than ours (a whole file is one JSON answer), and fewer quick retries."""
+    return TransportSettings(url=url, token=token, **{"read_timeout": 120.0, "retries": 2, **more})
 
 
 class MintApi:
     """The routes under `<url>/mi-distcomp-api/`, as the original clients call them."""
 
-    def __init__(self, settings: MintSettings) -> None:
+    def __init__(self, settings: TransportSettings) -> None:
         self.settings = settings
         self.base = settings.url.rstrip("/") + PREFIX
-        s = requests.Session()
         # Connection errors are retried for every call (nothing was sent); 5xx only for GETs:
         # the original protocol has no idempotency key, so a POST is never sent twice.
         retry = Retry(
@@ -106,15 +96,8 @@ class MintApi:
             raise_on_status=False,
             redirect=0,
         )
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=2)
-        s.mount("http://", adapter)
-        s.mount("https://", adapter)
-        s.auth = BearerAuth(settings.token)
-        ca = settings.ca_file
-        s.verify = str(ca) if ca is not None and settings.verify else settings.verify
-        s.trust_env = False  # the server is always named explicitly; no proxy rerouting
-        s.headers.update({"User-Agent": "mint-extcomp/0.1", "Content-Type": "application/json"})
-        self.session = s
+        self.session = make_session(settings, retry)
+        self.session.headers["Content-Type"] = "application/json"
 
     def close(self) -> None:
         self.session.close()
@@ -140,7 +123,9 @@ class MintApi:
     ) -> dict[str, Any]:
         """One call with a small answer; returns `errors[0]` when `code` is the integer 200."""
         data: Any = body if body is not None else (js(doc) if doc is not None else None)
-        resp = self._send(method, name, params=params, data=data)
+        size = len(data) if data is not None else 0
+        with deadline(allowance(self.settings, size), name):
+            resp = self._send(method, name, params=params, data=data)
         with resp:
             if resp.status_code >= 400:
                 raise _failure(resp, name)
@@ -164,15 +149,25 @@ class MintApi:
     ) -> dict[str, Any]:
         """GET an answer carrying files; strings `sink_for` picks go to sinks as they arrive."""
         data = js(doc) if doc is not None else None
+        with deadline(allowance(self.settings), name) as dl:
+            return self._parse_stream(name, dl, params, data, sink_for)
+
+    def _parse_stream(
+        self, name: str, dl: Deadline, params: Mapping[str, str], data: Any, sink_for: SinkFor
+    ) -> dict[str, Any]:
         resp = self._send("GET", name, params=params, data=data, stream=True)
         with resp:
             if resp.status_code >= 400:
                 raise _failure(resp, name)
+            # The answer's length is known now: allow the time a slow but moving link needs.
+            dl.extend(allowance(self.settings, int(resp.headers.get("Content-Length") or 0)))
 
             def read(n: int) -> bytes:
                 try:
                     return bytes(resp.raw.read(n, decode_content=True))
                 except Exception as exc:  # requests', urllib3's (ProtocolError) and OS errors alike
+                    if dl.expired:
+                        raise dl.error() from None
                     reason = short_reason(exc)
                     raise TransportError(f"{name}: the answer broke off: {reason}") from None
 

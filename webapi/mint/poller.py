@@ -17,7 +17,7 @@ from typing import Any
 
 from webapi.contract.names import safe_join
 from webapi.errors import MalformedAnswer, TransportError
-from webapi.mint.client import MintApi, MintError, MintSettings
+from webapi.mint.client import MintApi, MintError, mint_settings
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import Discard, FileSink
 from webapi.mint.codec.bodies import FileField, FilePiece, Piece, StreamBody, js
@@ -26,7 +26,7 @@ from webapi.mint.codec.wire import JP_STDERR, JP_STDOUT, LOG_NAMES, bare_name
 from webapi.poller.config import PollerConfig
 from webapi.poller.loop import CalcGone, InputsFailed, NoWatch, ServerRefused
 from webapi.poller.state import CalcRecord, Phase, StateDir
-from webapi.poller.workdir import WorkDir
+from webapi.poller.workdir import InputBudget, WorkDir, never_returns
 
 log = logging.getLogger(__name__)
 PROTOCOL = "mint"
@@ -63,12 +63,13 @@ class MintAdapter:
         self.poller_id = poller_id
         self.idle_pause = poll_interval
         self.api = MintApi(
-            MintSettings(
-                url=config.url,
-                token=token,
+            mint_settings(
+                config.url,
+                token,
                 ca_file=config.ca_file,
                 verify=config.verify,
                 retries=config.http_retries,
+                deadline_floor=config.request_deadline,
             )
         )
         self._last_idle = ""
@@ -106,6 +107,33 @@ class MintAdapter:
     def keep_for_reclaim(self, record: CalcRecord) -> bool:
         return False
 
+    def confirm(self, record: CalcRecord) -> None:
+        pass  # calc-request only offered the calc; calc-params takes it (and confirms it)
+
+    def unclaim(self, record: CalcRecord, reason: str) -> None:
+        pass  # nothing was taken yet (see confirm)
+
+    def abandon(self, record: CalcRecord, reason: str) -> None:
+        """End the calc abnormal with `reason` in every result, from memory (no local file is
+        read or written: the host's disk may be the trouble)."""
+        record = record.with_(verdict="abnormal")
+        fields = [bodies.missing(n, f"{n}: {reason}") for n in dict.fromkeys(
+            [*record.wanted, *LOG_NAMES])]  # fmt: skip
+        head = (b'{"accept_id": ' + js(record.key) + b', "site_id": ' + js(record.site)
+                + b', "result_files": ')  # fmt: skip
+        try:
+            for step, extra in (("calc-params-complete", {}), ("calc-end", {"result": "abnormal"})):
+                if step not in record.acked:
+                    doc = {"accept_id": record.key, "site_id": record.site, **extra}
+                    self.api.call("POST", step, doc=doc)
+            if "send-results" not in record.acked:
+                body = StreamBody([head, *bodies.result_files(fields), b"}"])
+                self.api.call("POST", "send-results", body=body)
+            doc = {"accept_id": record.key, "site_id": record.site, "result": "end send"}
+            self.api.call("POST", "end-send", doc=doc)
+        except (MintError, TransportError) as exc:
+            log.warning("%s: could not report it failed (%s)", record.key, exc)
+
     # -- steps ----------------------------------------------------------------------------------
     def _step(self, record: CalcRecord, name: str, **extra: str) -> CalcRecord:
         """One small POST, once: skipped if already acknowledged; recorded when it is."""
@@ -127,6 +155,7 @@ class MintAdapter:
 
     def _fetch(self, record: CalcRecord, wd: WorkDir, allowed: Callable[[str], bool]) -> CalcRecord:
         count = 0
+        budget = InputBudget(wd.cwd, self.config.min_free_bytes, self.config.max_input_bytes)
 
         def sink_for(path: tuple[str | int, ...], objects: list[dict[str, Any]]) -> Any:
             nonlocal count
@@ -139,7 +168,7 @@ class MintAdapter:
             dest = safe_join(wd.cwd, name)
             dest.unlink(missing_ok=True)
             count += 1
-            return FileSink(dest, f"parameter file {name!r}", sync=True)
+            return FileSink(dest, f"parameter file {name!r}", take=budget.take, sync=True)
 
         params = {"accept_id": record.key, "site_id": record.site}
         try:
@@ -219,6 +248,10 @@ class MintAdapter:
         """`{accept_id, site_id, result_files: {name: {content, mimetype1, mimetype2}}}`."""
         fields = []
         for name in dict.fromkeys([*record.wanted, *LOG_NAMES]):
+            if never_returns(name, self.config.never_return):
+                why = f"{name}: withheld (this site never returns it)"
+                fields.append(bodies.missing(name, why))
+                continue
             path = _result_path(wd, name)
             if path is None:
                 fields.append(bodies.missing(name, f"{name}: no such result file in the calc dir"))

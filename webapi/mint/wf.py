@@ -25,7 +25,7 @@ from typing import Any
 
 from webapi.errors import Exit, TransportError, UsageError
 from webapi.fs import temp_path
-from webapi.mint.client import MintApi, MintError, MintSettings
+from webapi.mint.client import MintApi, MintError, mint_settings
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import DecodedFile, Discard, FileSink
 from webapi.mint.codec.bodies import FileField, FilePiece, StreamBody
@@ -114,8 +114,8 @@ def _wf(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
     ca = args.ca_file or os.environ.get("EXTCOMP_API_CA")
-    settings = MintSettings(
-        url=url, token=_token(args), ca_file=Path(ca) if ca else None, retries=max(0, args.retries)
+    settings = mint_settings(
+        url, _token(args), ca_file=Path(ca) if ca else None, retries=max(0, args.retries)
     )
     with MintApi(settings) as api:
         try:

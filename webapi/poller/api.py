@@ -14,6 +14,7 @@ from webapi.contract.calc import (
     FinishReport,
     Heartbeat,
     HeartbeatReply,
+    Unclaim,
 )
 from webapi.transport import Transport, TransportSettings, quote_name
 
@@ -65,6 +66,12 @@ class PollerApi:
             size=entry.size,
             sha256=entry.sha256,
         )
+
+    def unclaim(self, calc_id: str, body: Unclaim) -> CalcView:
+        _, answer = self.transport.call(
+            "POST", f"/api/v1/calcs/{calc_id}/unclaim", json=body.to_json()
+        )
+        return CalcView.from_json(answer)
 
     def calc(self, calc_id: str) -> CalcView:
         _, body = self.transport.call("GET", f"/api/v1/calcs/{calc_id}")

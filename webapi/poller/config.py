@@ -16,6 +16,7 @@ from webapi.fs import load_yaml_config
 EXECUTORS = ("local", "slurm", "pbs")
 DEFAULT_WORK_BASE = Path("/tmp/extcomp-poller")
 DEFAULT_STATE_DIR = Path("/var/lib/extcomp-poller")
+DEFAULT_MIN_FREE = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,17 @@ class PollerConfig:
     http_retries: int = 2
     poller_id: str = ""
     commands: Mapping[str, CommandSpec] = field(default_factory=dict)
+    # The site's guarantee: files matching these patterns never leave this host (never uploaded
+    # as results, whatever way the program ended). See docs/setup.md.
+    never_return: tuple[str, ...] = ()
+    # Space kept free in the state dir's and the work base's file systems: below it the poller
+    # takes no new calc, and a calc's inputs must fit above it.
+    min_free_bytes: int = DEFAULT_MIN_FREE
+    # A cap on one calc's inputs whatever the free space (0: none).
+    max_input_bytes: int = 0
+    # Each request to the server as a whole: this long, plus a second per 16 KiB it carries; a
+    # server that answers slower (one byte at a time, say) is given up on.
+    request_deadline: float = 120.0
 
     def read_token(self) -> str | None:
         """The token from `token` or `token_file` (which must not be readable by others)."""
@@ -183,6 +195,10 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         "http_retries",
         "poller_id",
         "commands",
+        "never_return",
+        "min_free_bytes",
+        "max_input_bytes",
+        "request_deadline",
     }
     unknown = set(data) - known
     if unknown:
@@ -247,7 +263,23 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         http_retries=_int(data.get("http_retries", 2), f"{source}: http_retries"),
         poller_id=str(data.get("poller_id") or ""),
         commands=commands,
+        never_return=_patterns(data.get("never_return"), f"{source}: never_return"),
+        min_free_bytes=_int(
+            data.get("min_free_bytes", DEFAULT_MIN_FREE), f"{source}: min_free_bytes"
+        ),
+        max_input_bytes=_int(data.get("max_input_bytes", 0), f"{source}: max_input_bytes"),
+        request_deadline=_number(
+            data.get("request_deadline", 120), f"{source}: request_deadline", minimum=1
+        ),
     )
+
+
+def _patterns(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p.strip() for p in raw):
+        raise ConfigError(f"{where} must be a list of file patterns such as ['*.secret', 'keys/*']")
+    return tuple(p.strip() for p in raw)
 
 
 def load_config(path: Path) -> PollerConfig:

@@ -9,7 +9,9 @@ and an unsent outcome is sent after a restart.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import socket
 import threading
 import time
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from webapi.errors import Exit, MalformedAnswer, TransportError
+from webapi.fs import disk_full
 from webapi.poller.config import CommandSpec, PollerConfig
 from webapi.poller.executors import Executor, Outcome, Started, make_executor
 from webapi.poller.state import CalcRecord, Phase, StateDir
@@ -25,6 +28,7 @@ from webapi.poller.workdir import WorkDir
 log = logging.getLogger(__name__)
 
 MAX_RUNS = 2  # a program that vanished without a status (host reboot) is started at most twice
+FIRST_RETRY_S = 1.0  # the first pause after the server could not be reached
 
 
 class CalcGone(Exception):
@@ -37,6 +41,14 @@ class CalcGone(Exception):
 
 class ServerRefused(Exception):
     """The server refused this poller itself (its token or its site): retrying cannot help."""
+
+
+class StateLost(Exception):
+    """The poller's own state dir is gone: it cannot record anything, so it must stop."""
+
+
+class HostTrouble(Exception):
+    """This host cannot record or keep a calc now (disk full, files removed under it)."""
 
 
 class InputsFailed(Exception):
@@ -97,6 +109,15 @@ class Adapter(Protocol):
         """Deliver the outcome, saving each acknowledged step; the DONE record."""
 
     def reattach(self, old: CalcRecord, fresh: CalcRecord) -> CalcRecord: ...
+    def confirm(self, record: CalcRecord) -> None:
+        """Tell the server this poller has the calc (raise CalcGone if it is not ours)."""
+
+    def unclaim(self, record: CalcRecord, reason: str) -> None:
+        """Give a just-claimed calc back (best effort: it must never raise)."""
+
+    def abandon(self, record: CalcRecord, reason: str) -> None:
+        """Report the calc failed for a reason of this host, from memory alone (best effort)."""
+
     def keep_for_reclaim(self, record: CalcRecord) -> bool: ...
     def close(self) -> None: ...
 
@@ -121,6 +142,8 @@ class Poller:
         # True while a calc is in hand; an idle poller (waiting for a calc) may exit at once.
         self.busy = False
         self._executors: dict[str, Executor] = {}
+        self._low_space = ""  # the last "not taking calcs" reason logged
+        self._abandoned: set[str] = set()  # calcs this run could not record; not resumed
 
     # -- loop -------------------------------------------------------------------------------
     def run(self, *, once: bool = False) -> int:
@@ -132,71 +155,121 @@ class Poller:
             self.state.release_ownership()
 
     def _loop(self, once: bool) -> int:
-        failures = 0
+        failures, counted_at = 0, -1e18
         retry = self.config.retry
+        pause = min(FIRST_RETRY_S, retry.interval)
         while not self.stop_event.is_set():
             try:
                 handled = self.resume_pending()
                 if not handled:
+                    if not self._fit_to_claim():
+                        self.stop_event.wait(retry.interval)
+                        continue
                     record = self.claim()
-                    failures = 0
+                    failures, pause = 0, min(FIRST_RETRY_S, retry.interval)
                     handled = record is not None and self.process(record)
                 if once and (handled or not self.adapter.idle_pause):
                     return Exit.OK
                 if not handled and self.adapter.idle_pause:
                     self.stop_event.wait(self.adapter.idle_pause)
             except (TransportError, MalformedAnswer) as exc:
-                failures += 1
                 what = (
                     "unreachable" if isinstance(exc, TransportError) else "answering off-protocol"
                 )
-                if failures >= retry.count:
-                    log.error(
-                        "giving up: %s %s for %d attempts %g s apart (last error: %s); "
-                        "work in progress is kept in %s and resumes at the next start",
-                        self.config.url,
-                        what,
-                        failures,
-                        retry.interval,
-                        exc,
-                        self.state.root,
-                    )
-                    return Exit.UNREACHABLE
-                log.warning(
-                    "server %s (%s); attempt %d of %d, next in %g s",
-                    what,
-                    exc,
-                    failures,
-                    retry.count,
-                    retry.interval,
-                )
-                self.stop_event.wait(retry.interval)
+                # Tried again soon (1 s, 2 s, … up to the interval) so work resumes within
+                # seconds once the server is back; only one failure per interval counts towards
+                # giving up, so the patience stays retry.count times retry.interval.
+                now = time.monotonic()
+                if now - counted_at >= retry.interval * 0.99:
+                    failures, counted_at = failures + 1, now
+                    if failures >= retry.count:
+                        log.error(
+                            "giving up: %s %s for %d attempts %g s apart (last error: %s); "
+                            "work in progress is kept in %s and resumes at the next start",
+                            self.config.url, what, failures, retry.interval, exc,
+                            self.state.root,
+                        )  # fmt: skip
+                        return Exit.UNREACHABLE
+                    log.warning("server %s (%s); attempt %d of %d, trying again within %g s",
+                                what, exc, failures, retry.count, pause)  # fmt: skip
+                self.stop_event.wait(pause)
+                pause = min(pause * 2, retry.interval)
             except ServerRefused as exc:
                 log.error("the server refused this poller (site %s): %s", self.config.site, exc)
                 return Exit.REFUSED
+            except StateLost as exc:
+                log.error("%s; exiting", exc)
+                return Exit.USAGE
+            except HostTrouble as exc:
+                log.error("cannot take calcs now: %s; trying again in %g s", exc, retry.interval)
+                self.stop_event.wait(retry.interval)
         return Exit.OK
 
     def stop(self) -> None:
         self.stop_event.set()
 
+    def _fit_to_claim(self) -> bool:
+        """Whether this host can take a calc now: its state dir is there (else StateLost: the
+        poller was retired under it) and its disks have room (else wait, saying why once)."""
+        if not self.state.root.is_dir():
+            raise StateLost(f"the state dir {self.state.root} is gone (was the poller retired?)")
+        for path in (self.state.root, self.config.work_base):
+            try:
+                free = shutil.disk_usage(path if path.exists() else path.parent).free
+            except OSError:
+                continue
+            if free < self.config.min_free_bytes:
+                why = (f"not taking calcs: {path} has {free} bytes free, below min_free_bytes "
+                       f"{self.config.min_free_bytes}")  # fmt: skip
+                if why != self._low_space:
+                    log.warning("%s", why)
+                    self._low_space = why
+                return False
+        if self._low_space:
+            log.info("disk space is back; taking calcs again")
+            self._low_space = ""
+        return True
+
     def claim(self) -> CalcRecord | None:
         """Take one calc; a calc this poller already ran (its lease ran out meanwhile) gets
-        its program or outcome back instead of a second run."""
+        its program or outcome back instead of a second run. A calc that cannot be recorded
+        is given back at once rather than held by a poller that cannot work on it."""
         fresh = self.adapter.claim()
         if fresh is None:
             return None
-        old = self.state.load(fresh.key)
-        if old is not None and old.protocol == fresh.protocol:
-            if old.phase in (Phase.RUNNING, Phase.EXITED):
-                log.info("%s was ours before (%s); re-attaching", old.key, old.phase)
-                return self.state.save(self.adapter.reattach(old, fresh))
-            fresh = fresh.with_(runs=old.runs)
-        return self.state.save(fresh)
+        self.busy = True  # from here a stop signal lets this step finish
+        try:
+            old = self.state.load(fresh.key)
+            if old is not None and old.protocol == fresh.protocol:
+                if old.phase in (Phase.RUNNING, Phase.EXITED):
+                    log.info("%s was ours before (%s); re-attaching", old.key, old.phase)
+                    record = self.state.save(self.adapter.reattach(old, fresh))
+                    return self._confirmed(record)
+                fresh = fresh.with_(runs=old.runs)
+            record = self.state.save(fresh)
+        except OSError as exc:
+            self.adapter.unclaim(fresh, f"the poller on {self.poller_id} cannot record it: {exc}")
+            self.busy = False
+            if not self.state.root.is_dir():
+                raise StateLost(f"the state dir {self.state.root} is gone") from None
+            raise HostTrouble(str(exc)) from None
+        return self._confirmed(record)
+
+    def _confirmed(self, record: CalcRecord) -> CalcRecord | None:
+        try:
+            self.adapter.confirm(record)
+        except CalcGone as exc:
+            self._gone(record.key, exc.reason)
+            self.busy = False
+            return None
+        return record
 
     def resume_pending(self) -> bool:
         """Finish what a previous run of the poller left; True if there was anything."""
         handled = False
         for record in self.state.pending(self.adapter.protocol):
+            if record.key in self._abandoned:
+                continue
             log.info("resuming %s from phase %s", record.key, record.phase)
             handled = self.process(record, resumed=True) or handled
         return handled
@@ -223,10 +296,33 @@ class Poller:
                 record = self.adapter.report(record, self._wd(record))
         except CalcGone as exc:
             return self._gone(record.key, exc.reason)
+        except OSError as exc:
+            # This host cannot record the calc's next step (disk full, its files removed): never
+            # guess, never run it again; tell the server why, and take up other work.
+            self._abandon(record.key, exc)
         finally:
             self.busy = False
             watch.stop()
         return True
+
+    def _abandon(self, key: str, exc: OSError) -> None:
+        record = self.state.load(key)
+        if record is None:
+            return
+        if disk_full(exc):
+            reason = f"no space left on the external host {self.poller_id}: {exc}"
+        else:
+            reason = f"the external host {self.poller_id} could not record the calc: {exc}"
+        log.error("%s: %s; reporting it failed", key, reason)
+        if record.phase is Phase.RUNNING and record.exit_code is None:
+            with contextlib.suppress(OSError):
+                self._executor(record).stop(self._wd(record), _started(record))
+        self.adapter.abandon(record, reason)
+        self._abandoned.add(key)
+        with contextlib.suppress(OSError):
+            self.state.save(record.with_(phase=Phase.DROPPED, reason=reason))
+        if not self.state.root.is_dir():
+            raise StateLost(f"the state dir {self.state.root} is gone (was the poller retired?)")
 
     def _gone(self, key: str, reason: str) -> bool:
         """The server took the calc back. If it put it back in the queue while we still hold a

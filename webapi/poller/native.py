@@ -7,12 +7,20 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from webapi.contract.calc import ClaimRequest, FileEntry, FinishReport
+from webapi.contract.calc import (
+    MAX_REASON,
+    ClaimRequest,
+    FileEntry,
+    FinishReport,
+    Heartbeat,
+    Unclaim,
+)
 from webapi.contract.names import safe_join, sha256_file
 from webapi.errors import (
     ApiError,
     ChecksumMismatch,
     Conflict,
+    Exit,
     Forbidden,
     MalformedAnswer,
     NotFound,
@@ -21,10 +29,10 @@ from webapi.errors import (
 )
 from webapi.poller.api import PollerApi
 from webapi.poller.config import PollerConfig
-from webapi.poller.heartbeat import Heartbeat
+from webapi.poller.heartbeat import Heartbeat as HeartbeatThread
 from webapi.poller.loop import CalcGone, InputsFailed, ServerRefused
 from webapi.poller.state import CalcRecord, Phase, StateDir
-from webapi.poller.workdir import WorkDir, collect_results
+from webapi.poller.workdir import InputBudget, WorkDir, collect_results
 from webapi.transport import TransportSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,7 @@ class NativeAdapter:
             retries=config.http_retries,
             backoff_factor=1.0,
             backoff_max=30.0,
+            deadline_floor=config.request_deadline,
         )
         self.api = PollerApi(self.settings, config.site)
 
@@ -61,7 +70,9 @@ class NativeAdapter:
     def claim(self) -> CalcRecord | None:
         """Long-poll for one queued calc of this site."""
         try:
-            grant = self.api.claim(ClaimRequest(self.poller_id, self.config.claim_wait))
+            grant = self.api.claim(
+                ClaimRequest(self.poller_id, self.config.claim_wait, confirm=True)
+            )
         except (Unauthorized, Forbidden) as exc:
             raise ServerRefused(f"the token was refused: {exc.message}") from None
         except ApiError as exc:
@@ -89,11 +100,36 @@ class NativeAdapter:
         outcome under the new lease; the outcome is declared afresh."""
         return old.with_(lease_id=fresh.lease_id, heartbeat=fresh.heartbeat, acked=())
 
-    def watch(self, record: CalcRecord, progress: Callable[[], str | None]) -> Heartbeat:
+    def confirm(self, record: CalcRecord) -> None:
+        """The claim is recorded here: say so at once, before the short claim lease runs out."""
+        try:
+            reply = self.api.heartbeat(record.key, Heartbeat(record.lease_id, "claimed"))
+        except _GONE as exc:
+            raise CalcGone(exc.message) from None
+        if reply.cancel:
+            raise CalcGone("cancelled by the user")
+
+    def unclaim(self, record: CalcRecord, reason: str) -> None:
+        try:
+            self.api.unclaim(record.key, Unclaim(record.lease_id, reason[:MAX_REASON]))
+            log.warning("%s: given back to the server (%s)", record.key, reason)
+        except (ApiError, TransportError, MalformedAnswer) as exc:
+            log.warning("%s: could not give it back (%s); its claim times out", record.key, exc)
+
+    def abandon(self, record: CalcRecord, reason: str) -> None:
+        if "finish" in record.acked:
+            return  # results declared: uploading them later is all that is left
+        report = FinishReport(record.lease_id, Exit.HOST_ERROR, (), reason[:MAX_REASON])
+        try:
+            self.api.finish(record.key, report)
+        except (ApiError, TransportError, MalformedAnswer) as exc:
+            log.warning("%s: could not report it failed (%s)", record.key, exc)
+
+    def watch(self, record: CalcRecord, progress: Callable[[], str | None]) -> HeartbeatThread:
         api = PollerApi(
             dataclasses.replace(self.settings, read_timeout=20.0, retries=2), self.config.site
         )
-        return Heartbeat(api, record.key, record.lease_id, record.heartbeat, progress)
+        return HeartbeatThread(api, record.key, record.lease_id, record.heartbeat, progress)
 
     def keep_for_reclaim(self, record: CalcRecord) -> bool:
         """The calc went back to the queue (our lease ran out): keep what we have for the next
@@ -110,6 +146,11 @@ class NativeAdapter:
         inputs = record.inputs
         if not record.site:  # written by version 0.1, which kept no input list in the record
             inputs = self._calc_inputs(record)
+        try:
+            budget = InputBudget(wd.cwd, self.config.min_free_bytes, self.config.max_input_bytes)
+            budget.check(sum(e.size for e in inputs))
+        except ValueError as exc:
+            raise InputsFailed(str(exc), record) from None
         try:
             for entry in inputs:
                 dest = safe_join(wd.cwd, entry.name)
@@ -144,7 +185,7 @@ class NativeAdapter:
     ) -> CalcRecord:
         """Every new or changed file in the work dir is a result (logs included)."""
         inputs = record.inputs if record.site else _legacy_inputs(wd)
-        results = collect_results(wd.cwd, inputs)
+        results = collect_results(wd.cwd, inputs, self.config.never_return)
         log.info("%s: %d result files", record.key, len(results))
         return record.with_(
             phase=Phase.EXITED, exit_code=exit_code, reason=reason, results=tuple(results)

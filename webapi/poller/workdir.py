@@ -9,6 +9,7 @@ and removed by `extcomp-poller cleanup --older-than DAYS`.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import os
 import shutil
@@ -62,9 +63,57 @@ class WorkDir:
         self.create()
 
 
-def collect_results(cwd: Path, inputs: Iterable[FileEntry]) -> list[FileEntry]:
-    """Every regular file under `cwd` except unchanged inputs; symlinks and unsafe names skipped."""
+class InputBudget:
+    """How many input bytes this host takes for one calc: what its disk has above the reserve,
+    and at most `cap` (0: no cap). `take(n)` raises ValueError once they would be exceeded."""
+
+    def __init__(self, where: Path, min_free: int, cap: int = 0) -> None:
+        room = shutil.disk_usage(where).free - min_free
+        self.limit = max(0, min(room, cap) if cap else room)
+        self.cap = cap
+        self.used = 0
+
+    def why(self, need: int) -> str:
+        if self.cap and need > self.cap:
+            return f"the inputs ({need} bytes) are over this host's max_input_bytes ({self.cap})"
+        return (f"not enough space on the external host for the inputs: they need {need} bytes, "
+                f"{self.limit} are free above its reserve")  # fmt: skip
+
+    def check(self, need: int) -> None:
+        if need > self.limit:
+            raise ValueError(self.why(need))
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise ValueError(self.why(self.used))
+
+
+def never_returns(name: str, patterns: Iterable[str]) -> bool:
+    """Whether the relative path `name` is on the site's never-return list.
+
+    A pattern with a '/' is matched against the whole path (and covers everything under a
+    directory it names); one without matches any single part of the path, so `*.secret`
+    catches `a/b/key.secret` and `licence` a file or a whole directory of that name.
+    """
+    parts = name.split("/")
+    for pattern in patterns:
+        pattern = pattern.strip("/")
+        if "/" in pattern:
+            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + "/*"):
+                return True
+        elif any(fnmatch.fnmatchcase(part, pattern) for part in parts):
+            return True
+    return False
+
+
+def collect_results(
+    cwd: Path, inputs: Iterable[FileEntry], never_return: Iterable[str] = ()
+) -> list[FileEntry]:
+    """Every regular file under `cwd` except unchanged inputs and what the site never returns;
+    symlinks and unsafe names skipped."""
     unchanged = {(i.name, i.size, i.sha256) for i in inputs}
+    withheld = tuple(never_return)
     found: list[FileEntry] = []
     for dirpath, dirnames, filenames in os.walk(cwd, followlinks=False):
         dirnames.sort()
@@ -77,6 +126,9 @@ def collect_results(cwd: Path, inputs: Iterable[FileEntry]) -> list[FileEntry]:
                 continue
             if not stat.S_ISREG(mode):
                 log.warning("result %s is not a regular file; skipped", name)
+                continue
+            if never_returns(name, withheld):
+                log.info("result %s withheld: it is on this site's never_return list", name)
                 continue
             try:
                 check_name(name)

@@ -19,6 +19,7 @@ from webapi.server.config import ConfigSource, ServerConfig
 from webapi.server.routes_poller import register_poller_routes
 from webapi.server.routes_workflow import register_calc_routes
 from webapi.server.routing import Deps, json_error_handler, read_json, require_admin, route
+from webapi.server.watchdog import Watchdog
 from webapi.store.base import JobStore
 
 
@@ -66,12 +67,19 @@ def _sites_doc(deps: Deps, conf: ServerConfig) -> dict[str, Any]:
     return {"sites": sites}
 
 
-def create_app(store: JobStore, config_source: ConfigSource, auth: UserStore) -> bottle.Bottle:
-    """A fresh Bottle app serving the HTTP contract of docs/api.md."""
+def create_app(
+    store: JobStore,
+    config_source: ConfigSource,
+    auth: UserStore,
+    *,
+    watchdog: Watchdog | None = None,
+) -> bottle.Bottle:
+    """A fresh Bottle app serving the HTTP contract of docs/api.md; `watchdog` (the server's)
+    gives request bodies a deadline."""
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     app.default_error_handler = json_error_handler
-    deps = Deps(store=store, config=config_source, auth=auth)
+    deps = Deps(store=store, config=config_source, auth=auth, watchdog=watchdog)
 
     @route(app, deps, "GET", "/healthz", public=True)
     def healthz(_p: None) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class ServerConfig:
     # The same for claims through the original protocol's calc-params: confirmed when the
     # answer was sent whole, or by the poller's next progress call.
     legacy_confirm_seconds: int = 600
+    # A request's headers must arrive within this long, and its body within this long plus one
+    # second per 16 KiB: a client sending too slowly (or lying about its length) is cut off.
+    request_deadline_seconds: int = 30
     # Disk space never promised to uploads: room for calc records and logs when the disk fills.
     min_free_bytes: int = 64 << 20
     quota_bytes: int = 0
@@ -101,6 +104,7 @@ _INT_KEYS = {
     "claim_confirm_seconds": (1, 86400),
     "legacy_confirm_seconds": (1, 86400),
     "min_free_bytes": (0, 1 << 50),
+    "request_deadline_seconds": (1, 86400),
     "quota_bytes": (0, 1 << 62),
     "poller_absent_seconds": (1, 86400 * 30),
     "legacy_lease": (0, 10 * 365 * 86400),

@@ -29,10 +29,13 @@ if TYPE_CHECKING:
     from webapi.calcs import Calc
     from webapi.server.auth import Principal, UserStore
     from webapi.server.config import ConfigSource
+    from webapi.server.watchdog import Watchdog
     from webapi.store.base import JobStore
 
 log = logging.getLogger("webapi.access")
 MAX_JSON_BYTES = 1 << 20
+MAX_FILE_BYTES = 1 << 50  # a sanity bound on any Content-Length (1 PiB)
+BODY_MIN_RATE = 16 * 1024  # a body gets request_deadline_seconds plus a second per this many bytes
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)  # the peer shut its side down (Linux)
 DRAIN_CHUNKED_BYTES = 1 << 20
 CHUNK = 1 << 20
@@ -45,6 +48,7 @@ class Deps:
     store: JobStore
     config: ConfigSource
     auth: UserStore
+    watchdog: Watchdog | None = None  # cuts requests whose body takes too long
     long_polls: int = 0
     long_poll_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,6 +94,8 @@ def route(
         def handler(**kwargs: Any) -> Any:
             started = time.monotonic()
             user = "-"
+            env = bottle.request.environ
+            guard_body(deps, env)
             try:
                 principal = None
                 if not public:
@@ -99,10 +105,12 @@ def route(
             except OSError as exc:
                 failed: ApiError
                 if disk_full(exc):
-                    log.error("%s %s: %s", method, bottle.request.path, exc)
+                    log.error("%s %s: %s", method, printable(bottle.request.path), exc)
                     failed = out_of_space(exc)
                 else:
-                    log.exception("unhandled error in %s %s", method, bottle.request.path)
+                    log.exception(
+                        "unhandled error in %s %s", method, printable(bottle.request.path)
+                    )
                     failed = ApiError("internal error; see the server log")
                 status, body = failed.status, failed.to_json()
                 result = (status, body)
@@ -114,7 +122,7 @@ def route(
                     # keep-alive connection: end the connection with this answer.
                     bottle.response.set_header("Connection", "close")
             except Exception:
-                log.exception("unhandled error in %s %s", method, bottle.request.path)
+                log.exception("unhandled error in %s %s", method, printable(bottle.request.path))
                 result = (
                     500,
                     {"error": "internal", "message": "internal error; see the server log"},
@@ -131,10 +139,11 @@ def route(
                 status, body = result if isinstance(result, tuple) else (200, result)
                 out = "" if status == 204 else _json_answer(status, body)
                 bottle.response.status = status
+            body_done(env)
             log.info(
                 "%s %s %d user=%s %.0fms",
                 method,
-                bottle.request.path,
+                printable(bottle.request.path),
                 status,
                 user,
                 (time.monotonic() - started) * 1000,
@@ -147,22 +156,71 @@ def route(
     return decorate
 
 
-def read_json(required: bool = True) -> dict[str, Any]:
-    """Read a JSON object body ourselves (bounded), never via Bottle's buffering."""
-    env = bottle.request.environ
+def printable(text: str, limit: int = 300) -> str:
+    """A request-supplied string as it may go into a log line: control characters (a newline
+    would forge a log line) and other unprintables escaped, the length capped."""
+    out = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return out if len(out) <= limit else out[:limit] + "…"
+
+
+def content_length(env: dict[str, Any], limit: int = MAX_FILE_BYTES) -> int:
+    """The declared body length, refused at once if it is not a sane number (a negative one
+    would make the server read until the client closes the connection)."""
+    raw = env.get("CONTENT_LENGTH") or "0"
+    if not re.fullmatch(r"\d{1,19}", raw.strip()):
+        raise BadRequest(f"Content-Length {raw!r} is not a byte count")
+    length = int(raw)
+    if length > limit:
+        raise TooLarge(f"a body of {length} bytes is over the limit of {limit}")
+    return length
+
+
+def guard_body(deps: Deps, env: dict[str, Any]) -> None:
+    """Give this request's body a deadline (scaled by its length): a client that sends it too
+    slowly, or never, loses the connection instead of holding a worker thread."""
+    sock = env.get("extcomp.socket")
+    if deps.watchdog is None or sock is None:
+        return
     try:
         length = int(env.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise BadRequest("Content-Length is not a number") from None
-    if length > MAX_JSON_BYTES:
-        raise TooLarge(f"JSON body of {length} bytes is over the limit of {MAX_JSON_BYTES}")
-    raw = env["wsgi.input"].read(length) if length else b""
+        length = 0
+    if length <= 0 and not is_chunked():
+        return
+    floor = float(deps.config.current.request_deadline_seconds)
+    seconds = floor + max(length, 0) / BODY_MIN_RATE
+    deps.watchdog.arm(
+        sock, seconds, f"the body of {env.get('REQUEST_METHOD')} {env.get('PATH_INFO')}"
+    )
+    env["extcomp.watchdog"] = deps.watchdog
+
+
+def body_done(env: dict[str, Any]) -> None:
+    """The body has been read: the rest of the request (a long-poll, say) has no deadline."""
+    watchdog = env.pop("extcomp.watchdog", None)
+    if watchdog is not None:
+        watchdog.disarm(env.get("extcomp.socket"))
+
+
+def read_json(required: bool = True) -> dict[str, Any]:
+    """Read a JSON object body ourselves (bounded in size, depth and time), never via Bottle's
+    buffering."""
+    env = bottle.request.environ
+    length = content_length(env, MAX_JSON_BYTES)
+    try:
+        raw = env["wsgi.input"].read(length) if length else b""
+    finally:
+        body_done(env)
+    if len(raw) < length:
+        raise BadRequest(f"the JSON body ended after {len(raw)} of {length} bytes")
     if not raw:
         if required:
             raise BadRequest("expected a JSON object body")
         return {}
     try:
         doc = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("malformed JSON body: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
     if not isinstance(doc, dict):
@@ -236,16 +294,7 @@ def body_stream() -> tuple[BinaryIO, int]:
             "send file bodies with a Content-Length, not chunked: the server "
             "streams them to disk, and resumes with ?offset=N"
         )
-    cl = env.get("CONTENT_LENGTH")
-    if not cl:
-        return env["wsgi.input"], 0
-    try:
-        length = int(cl)
-    except ValueError:
-        raise BadRequest("Content-Length is not a number") from None
-    if length < 0:
-        raise BadRequest("Content-Length is negative")
-    return env["wsgi.input"], length
+    return env["wsgi.input"], content_length(env)
 
 
 def query_int(name: str, default: int | None = None) -> int:

@@ -9,12 +9,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cheroot import wsgi
+from cheroot import server, wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from webapi.server.app import create_app
 from webapi.server.auth import UserStore
 from webapi.server.config import ConfigSource, site_policy
+from webapi.server.watchdog import Watchdog
 from webapi.store.yaml_store import YamlJobStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,26 @@ class _Gateway(wsgi.Gateway_10):
         return env
 
 
+class _Request(server.HTTPRequest):
+    """cheroot's request, whose headers must arrive within request_deadline_seconds as a whole
+    (its own timeout is per read: a client sending a byte a second would hold a worker)."""
+
+    def parse_request(self) -> None:
+        watchdog: Watchdog | None = getattr(self.server, "extcomp_watchdog", None)
+        sock = self.conn.socket
+        if watchdog is not None:
+            watchdog.arm(sock, watchdog.header_seconds, "request headers")
+        try:
+            super().parse_request()
+        finally:
+            if watchdog is not None:
+                watchdog.disarm(sock)
+
+
+class _Connection(server.HTTPConnection):
+    RequestHandlerClass = _Request
+
+
 class ApiServer:
     """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
 
@@ -42,7 +63,8 @@ class ApiServer:
             conf.data_dir, site_policy(self.config), min_free_bytes=conf.min_free_bytes
         )
         self.auth = UserStore(conf.users_file)
-        self.app = create_app(self.store, self.config, self.auth)
+        self.watchdog = Watchdog(header_seconds=conf.request_deadline_seconds)
+        self.app = create_app(self.store, self.config, self.auth, watchdog=self.watchdog)
         self.wsgi = wsgi.Server(
             (conf.listen, conf.port),
             self.app,
@@ -55,6 +77,8 @@ class ApiServer:
             server_name="extcomp-api",
         )
         self.wsgi.gateway = _Gateway
+        self.wsgi.ConnectionClass = _Connection
+        self.wsgi.extcomp_watchdog = self.watchdog  # type: ignore[attr-defined]
         if conf.tls is not None:
             self.wsgi.ssl_adapter = BuiltinSSLAdapter(str(conf.tls.cert), str(conf.tls.key))
         self._stop = threading.Event()
@@ -88,6 +112,7 @@ class ApiServer:
         self.wsgi.stop()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.watchdog.stop()
         log.info("api server stopped")
 
 

@@ -18,8 +18,10 @@ from webapi.server.auth import Principal
 from webapi.server.routing import (
     Deps,
     Stream,
+    body_done,
     body_stream,
     drain_chunked,
+    guard_body,
     is_chunked,
     out_of_space,
 )
@@ -103,6 +105,8 @@ def mint_route(
         def handler() -> Any:
             started, user = time.monotonic(), "-"
             body: Body | None = None
+            env = bottle.request.environ
+            guard_body(deps, env)
             try:
                 try:
                     body = Body()  # refuses a chunked body (411) inside the envelope
@@ -145,6 +149,7 @@ def mint_route(
                 drained = body.drain(GET_BODY_MAX if method == "GET" else DRAIN_MAX)
             if not drained:
                 bottle.response.set_header("Connection", "close")
+            body_done(env)
             log.info(
                 "%s %s%s %d user=%s %.0fms",
                 method,

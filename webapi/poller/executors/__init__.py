@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from webapi.fs import write_atomic
 from webapi.poller.workdir import WorkDir
 
 # Environment variables the poller may hold that a program must never see.
@@ -59,13 +60,33 @@ def clean_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if not k.startswith(_SECRET_PREFIXES)}
 
 
+# The exit file is made before the program starts, this large: the wrapper can then always
+# record the exit status in place, even on a full disk (no new block is needed).
+EXIT_FILE_BYTES = 512
+
+
+def reserve_exit_file(path: Path) -> None:
+    """Write the 'still running' exit file, fsynced; OSError (e.g. disk full) means the program
+    must not be started: its end could not be recorded, and it might then be run twice."""
+    write_atomic(path, exit_record({"state": "running"}))
+
+
+def exit_record(data: dict[str, object]) -> bytes:
+    """An exit file's content: JSON padded with spaces to the reserved size."""
+    raw = json.dumps(data).encode()
+    return raw + b" " * max(0, EXIT_FILE_BYTES - len(raw) - 1) + b"\n"
+
+
 def read_exit_file(path: Path) -> Outcome | None:
+    """How the program ended, or None while it runs (or before the wrapper started)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
         return Outcome(1, "the exit status file is unreadable", lost=True)
+    if "exit_code" not in data:
+        return None
     return Outcome(int(data["exit_code"]), data.get("reason"))
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from webapi.poller.executors import Outcome, Started, read_exit_file
+from webapi.poller.executors import Outcome, Started, read_exit_file, reserve_exit_file
 from webapi.poller.executors.local import WRAPPER
 from webapi.poller.workdir import WorkDir
 
@@ -104,7 +104,7 @@ class BatchExecutor:
         env: Mapping[str, str] | None = None,
     ) -> Started:
         wd.create()
-        wd.exit_file.unlink(missing_ok=True)
+        reserve_exit_file(wd.exit_file)
         script = self.write_script(argv, wd, env)
         out = _run(self.submit_argv(script, wd, options))
         job_id = out.strip().split(";")[0].strip()

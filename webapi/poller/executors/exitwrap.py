@@ -7,17 +7,27 @@ atomically, is the program's outcome. It exits with the program's code.
 
 from __future__ import annotations
 
-import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from webapi.fs import write_atomic
+from webapi.poller.executors import exit_record
 
 
 def _record(path: Path, data: dict[str, object]) -> None:
-    write_atomic(path, json.dumps(data).encode())
+    """Replace the exit file; if the disk is full, overwrite the reserved one in place (it was
+    made big enough before the program started), so the outcome is never lost."""
+    content = exit_record(data)
+    try:
+        write_atomic(path, content)
+    except OSError:
+        with open(path, "r+b") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def main(argv: list[str]) -> int:

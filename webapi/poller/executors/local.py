@@ -12,7 +12,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from webapi.poller.executors import Outcome, Started, clean_env, read_exit_file
+from webapi.poller.executors import (
+    Outcome,
+    Started,
+    clean_env,
+    read_exit_file,
+    reserve_exit_file,
+)
 from webapi.poller.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,7 @@ class LocalExecutor:
     ) -> Started:
         """Start `argv` in the work dir; `env` adds variables (e.g. the original's CALC_DIR)."""
         wd.create()
-        wd.exit_file.unlink(missing_ok=True)
+        reserve_exit_file(wd.exit_file)
         wrapper = [sys.executable, "-m", WRAPPER, str(wd.exit_file), "--", *argv]
         with wd.stdout.open("ab") as out, wd.stderr.open("ab") as err:
             proc = subprocess.Popen(

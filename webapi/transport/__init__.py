@@ -1,6 +1,7 @@
-"""HTTP transport shared by client and poller: session, retries, error mapping, file streams.
+"""HTTP transport shared by client and poller: JSON calls and file streams over one session.
 
 Only `requests` (and its urllib3) and the stdlib are used, so a poller host needs nothing else.
+Every request has a deadline as a whole (webapi.transport.session), scaled by what it carries.
 Transient failures (connection errors, 408/425/429/5xx) are retried by urllib3's `Retry` with
 exponential backoff, jitter and `Retry-After`; any other 4xx fails at once with the server's
 `message`. The bearer token never appears in a repr, a log line or an exception.
@@ -11,131 +12,44 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from webapi import errors
 from webapi.contract.calc import FileAck, LoginGrant
-from webapi.errors import ApiError, ChecksumMismatch, OffsetMismatch, TransportError
+from webapi.errors import ChecksumMismatch, OffsetMismatch, TransportError
 from webapi.fs import atomic_file
+from webapi.transport.session import (
+    RETRY_STATUSES,
+    BearerAuth,
+    NoAuth,
+    TransportSettings,
+    allowance,
+    deadline,
+    error_from_response,
+    make_retry,
+    make_session,
+    send,
+    short_reason,
+)
+
+__all__ = [
+    "RETRY_STATUSES",
+    "BearerAuth",
+    "Transport",
+    "TransportSettings",
+    "login",
+    "make_retry",
+    "make_session",
+    "quote_name",
+    "send",
+    "short_reason",
+]
 
 log = logging.getLogger(__name__)
-
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 20
-
-_ERRORS_BY_CODE: dict[str, type[ApiError]] = {
-    cls.code: cls
-    for cls in (
-        errors.BadRequest,
-        errors.Unauthorized,
-        errors.Forbidden,
-        errors.NotFound,
-        errors.Conflict,
-        errors.TooLarge,
-        errors.ChecksumMismatch,
-        errors.InsufficientStorage,
-        errors.Damaged,
-    )
-}
-
-
-@dataclass(frozen=True, slots=True)
-class TransportSettings:
-    """Where the server is and how patiently to talk to it."""
-
-    url: str
-    token: str | None = field(default=None, repr=False)
-    ca_file: Path | None = None
-    verify: bool = True
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 5
-    backoff_factor: float = 1.0
-    backoff_max: float = 30.0
-    backoff_jitter: float = 1.0
-
-
-class BearerAuth(requests.auth.AuthBase):
-    """Adds `Authorization: Bearer …`; its repr hides the token."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers["Authorization"] = f"Bearer {self._token}"
-        return r
-
-    def __repr__(self) -> str:
-        return "BearerAuth(<hidden>)"
-
-
-def make_retry(settings: TransportSettings) -> Retry:
-    """The urllib3 retry policy: every route of the API is safe to repeat, so all methods retry."""
-    return Retry(
-        total=settings.retries,
-        connect=settings.retries,
-        read=settings.retries,
-        status=settings.retries,
-        other=0,
-        allowed_methods=None,
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=settings.backoff_factor,
-        backoff_max=settings.backoff_max,
-        backoff_jitter=settings.backoff_jitter,
-        respect_retry_after_header=True,
-        retry_after_max=int(max(settings.backoff_max, 1) * 4),
-        # After the last retry hand back the response so the caller reports the server's message.
-        raise_on_status=False,
-        raise_on_redirect=True,
-        redirect=0,
-    )
-
-
-def make_session(settings: TransportSettings) -> requests.Session:
-    """A `requests.Session` with bearer auth, TLS verification and the retry policy mounted."""
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=make_retry(settings), pool_connections=2, pool_maxsize=4)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    if settings.token:
-        session.auth = BearerAuth(settings.token)
-    if not settings.verify:
-        session.verify = False
-    elif settings.ca_file is not None:
-        session.verify = str(settings.ca_file)
-    # Proxies from the environment would silently reroute a 127.0.0.1 test server; the API URL
-    # is always given explicitly, so environment settings are not consulted.
-    session.trust_env = False
-    session.headers["User-Agent"] = "mint-extcomp/0.1"
-    return session
-
-
-def error_from_response(resp: requests.Response) -> ApiError:
-    """Turn an error response into the ApiError subclass named by its stable `error` code."""
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason
-        return ApiError(
-            f"HTTP {resp.status_code}: {text}", code="internal", status=resp.status_code
-        )
-    code = str(body.get("error") or "internal")
-    message = str(body.get("message") or f"HTTP {resp.status_code}")
-    if code == "offset_mismatch":
-        return OffsetMismatch(message, offset=int(body.get("offset") or 0))
-    cls = _ERRORS_BY_CODE.get(code)
-    if cls is not None:
-        return cls(message, status=resp.status_code)
-    return ApiError(message, code=code, status=resp.status_code)
 
 
 def quote_name(name: str) -> str:
@@ -180,8 +94,10 @@ class Transport:
             "timeout": self._timeout(read_timeout),
         }
         if not auth:
-            kwargs["auth"] = _NoAuth()
-        resp = self._send(method, path, **kwargs)
+            kwargs["auth"] = NoAuth()
+        wait = read_timeout if read_timeout is not None else self.settings.read_timeout
+        with deadline(allowance(self.settings, wait=wait), f"{method} {path}"):
+            resp = self._send(method, path, **kwargs)
         with resp:
             if resp.status_code >= 400:
                 raise error_from_response(resp)
@@ -203,7 +119,10 @@ class Transport:
             if offset > size:
                 offset = 0
             try:
-                with src.open("rb") as fh:
+                with (
+                    src.open("rb") as fh,
+                    deadline(allowance(self.settings, size - offset), f"upload of {src.name}"),
+                ):
                     fh.seek(offset)
                     # A file object lets requests send Content-Length and lets urllib3 rewind the
                     # body before a retry; an empty body is sent as b"" (not chunked).
@@ -244,6 +163,10 @@ class Transport:
         return dest
 
     def _stream_into(self, path: str, fh: Any) -> str:
+        with deadline(allowance(self.settings), f"download of {path}") as dl:
+            return self._stream_within(path, fh, dl)
+
+    def _stream_within(self, path: str, fh: Any, dl: Any) -> str:
         digest = hashlib.sha256()
         written = 0
         breaks = 0
@@ -252,6 +175,9 @@ class Transport:
             resp = self._send(
                 "GET", path, stream=True, headers=headers, timeout=self._timeout(None)
             )
+            # The answer's length is known now: allow the time a slow but moving link needs.
+            length = int(resp.headers.get("Content-Length") or 0)
+            dl.extend(allowance(self.settings, written + length))
             with resp:
                 if resp.status_code >= 400:
                     raise error_from_response(resp)
@@ -267,6 +193,8 @@ class Transport:
                         written += len(block)
                     return digest.hexdigest()
                 except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                    if dl.expired:
+                        raise dl.error() from None
                     # urllib3 retries requests, not a body that breaks half-way: continue the
                     # stream from the bytes we have, a bounded number of times.
                     breaks += 1
@@ -275,38 +203,6 @@ class Transport:
                             f"download {path} kept breaking: {short_reason(exc)}"
                         ) from None
                     log.info("download %s broke at %d bytes; resuming", path, written)
-
-
-class _NoAuth(requests.auth.AuthBase):
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        r.headers.pop("Authorization", None)
-        return r
-
-
-def send(
-    session: requests.Session, method: str, url: str, label: str, **kwargs: Any
-) -> requests.Response:
-    """One request; requests' exceptions become a TransportError with a one-line reason."""
-    try:
-        return session.request(method, url, **kwargs)
-    except requests.exceptions.SSLError as exc:
-        raise TransportError(f"TLS failure talking to {label}: {short_reason(exc)}") from None
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransportError(f"cannot reach {label}: {short_reason(exc)}") from None
-    except requests.RequestException as exc:
-        raise TransportError(f"request to {label} failed: {short_reason(exc)}") from None
-
-
-def short_reason(exc: BaseException) -> str:
-    """A one-line reason from a requests/urllib3 exception, innermost cause first."""
-    inner: BaseException = exc
-    while inner.args and isinstance(inner.args[0], BaseException):
-        inner = inner.args[0]
-    reason = getattr(inner, "reason", None)
-    if isinstance(reason, BaseException):
-        inner = reason
-    text = str(inner) or type(inner).__name__
-    return text.splitlines()[0][:300]
 
 
 def login(transport: Transport, user: str, password: str) -> LoginGrant:
