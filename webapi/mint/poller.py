@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from webapi.contract.names import safe_join
-from webapi.errors import MalformedAnswer, TransportError
+from webapi.errors import TransportError
 from webapi.mint.client import MintApi, MintError, mint_settings
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import Discard, FileSink
@@ -93,7 +93,13 @@ class MintAdapter:
             return None
         accept_id = head.get("accept_id")
         if not isinstance(accept_id, str) or not ACCEPT_ID_RE.match(accept_id):
-            raise MalformedAnswer(f"calc-request: code 200 but no usable accept_id ({accept_id!r})")
+            # Not a calc this poller can take (nor name a file after): skip the offer and keep
+            # serving; exiting would only make a supervisor restart it into the same answer.
+            why = f"calc-request offered an unusable accept_id {accept_id!r}; ignored"
+            if why != self._last_idle:
+                log.error("%s", why)
+                self._last_idle = why
+            return None
         log.info("calc %s is waiting for site %s", accept_id, self.config.site)
         return CalcRecord(key=accept_id, protocol=PROTOCOL, site=self.config.site)
 

@@ -132,16 +132,14 @@ def config_from_args(args: argparse.Namespace) -> tuple[PollerConfig, Options]:
         data["token"] = token
     config = parse_config(data)
     if base is not None:
+        # The command line names the server, site and token; everything else is the file's.
         config = dataclasses.replace(
-            config,
-            ca_file=base.ca_file,
-            verify=base.verify,
-            work_base=base.work_base,
-            state_dir=base.state_dir,
-            retry=base.retry,
-            http_retries=base.http_retries,
-            poller_id=base.poller_id,
-            commands=base.commands,
+            base,
+            site=config.site,
+            url=config.url,
+            token=config.token,
+            token_file=config.token_file,
+            login=config.login,
         )
     else:
         config = dataclasses.replace(config, state_dir=default_state_dir(site))

@@ -37,6 +37,7 @@ class PollerApi:
             f"/api/v1/sites/{self.site}/claim",
             json=req.to_json(),
             read_timeout=req.wait + 15,
+            server_wait=req.wait,
         )
         if status == 204 or body is None:
             return None

@@ -99,7 +99,7 @@ def route(
             try:
                 principal = None
                 if not public:
-                    principal = deps.auth.authenticate(bottle.request.get_header("Authorization"))
+                    principal = deps.auth.authenticate(header("Authorization"))
                     user = principal.user
                 result = fn(principal, **kwargs)
             except OSError as exc:
@@ -154,6 +154,13 @@ def route(
         return fn
 
     return decorate
+
+
+def header(name: str) -> str | None:
+    """A request header as the WSGI server decoded it (latin-1). Never Bottle's get_header: it
+    re-decodes as UTF-8 and raises on other bytes, a 500 before authentication."""
+    value = bottle.request.environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return value if isinstance(value, str) else None
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -311,14 +318,14 @@ def query_int(name: str, default: int | None = None) -> int:
 def send_file(fh: BinaryIO, size: int) -> Stream:
     """Stream a file, honouring `Range: bytes=N-` (and `N-M`)."""
     start, end = 0, size - 1
-    header = bottle.request.get_header("Range")
+    wanted = header("Range")
     status = 200
     headers: list[tuple[str, str]] = [("Accept-Ranges", "bytes")]
-    if header:
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", header.strip())
+    if wanted:
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
         if not m:
             fh.close()
-            raise BadRequest(f"unsupported Range {header!r}: use 'bytes=N-'")
+            raise BadRequest(f"unsupported Range {wanted!r}: use 'bytes=N-'")
         start = int(m.group(1))
         if m.group(2):
             end = min(int(m.group(2)), size - 1)
@@ -340,7 +347,9 @@ def send_file(fh: BinaryIO, size: int) -> Stream:
             while left > 0:
                 block = fh.read(min(CHUNK, left))
                 if not block:
-                    break
+                    # Shorter than recorded (it shrank after it was opened): end the connection
+                    # rather than leave the reader waiting for bytes that will not come.
+                    raise OSError(f"stored file ended {left} bytes early")
                 left -= len(block)
                 yield block
         finally:

@@ -85,9 +85,12 @@ class Transport:
         json: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
         read_timeout: float | None = None,
+        server_wait: float = 0.0,
         auth: bool = True,
     ) -> tuple[int, Any]:
-        """Send one JSON request; return (status, body or None); raise ApiError on 4xx/5xx."""
+        """Send one JSON request; return (status, body or None); raise ApiError on 4xx/5xx.
+
+        `server_wait`: how long the server may legitimately hold the answer (a long-poll)."""
         kwargs: dict[str, Any] = {
             "json": json,
             "params": params,
@@ -95,8 +98,7 @@ class Transport:
         }
         if not auth:
             kwargs["auth"] = NoAuth()
-        wait = read_timeout if read_timeout is not None else self.settings.read_timeout
-        with deadline(allowance(self.settings, wait=wait), f"{method} {path}"):
+        with deadline(allowance(self.settings, wait=server_wait), f"{method} {path}"):
             resp = self._send(method, path, **kwargs)
         with resp:
             if resp.status_code >= 400:

@@ -22,6 +22,7 @@ from webapi.server.routing import (
     body_stream,
     drain_chunked,
     guard_body,
+    header,
     is_chunked,
     out_of_space,
 )
@@ -110,7 +111,7 @@ def mint_route(
             try:
                 try:
                     body = Body()  # refuses a chunked body (411) inside the envelope
-                    principal = deps.auth.authenticate(bottle.request.get_header("Authorization"))
+                    principal = deps.auth.authenticate(header("Authorization"))
                 except Unauthorized as exc:
                     # The original sat behind a gateway that answered 403 for a bad token.
                     raise ApiError(
