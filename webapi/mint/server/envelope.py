@@ -31,6 +31,7 @@ from webapi.server.routing import (
 # rejected upload (up to the seed's 2 GiB of base64 plus slack) instead of resetting it.
 DRAIN_MAX = 3 << 30
 GET_BODY_MAX = 1 << 20
+JSON_TYPE = "application/json"
 log = logging.getLogger("webapi.access")
 
 Handler = Callable[[Principal, "Body"], Any]
@@ -81,6 +82,20 @@ class Body:
         return self.ended
 
 
+def require_json(content_type: str | None) -> None:
+    """Refuse (415) a POST body not sent as JSON, as the original's JSON reader (Flask) did.
+    GETs are not checked: a GET body is ignored whatever its type."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media != JSON_TYPE:
+        sent = f"{content_type!r}" if content_type else "no Content-Type"
+        raise ApiError(
+            f"the body must be JSON sent as 'Content-Type: {JSON_TYPE}', not {sent}; "
+            "nothing changed",
+            code="unsupported_media_type",
+            status=415,
+        )
+
+
 def ok(message: str, **extra: Any) -> dict[str, Any]:
     return {"errors": [{"code": 200, "message": message, **extra}]}
 
@@ -118,6 +133,8 @@ def mint_route(
                         f"access refused: {exc.message}", code="forbidden", status=403
                     ) from None
                 user = principal.user
+                if method == "POST":
+                    require_json(bottle.request.get_header("Content-Type"))
                 result = fn(principal, body)
                 status = 200
             except OSError as exc:
