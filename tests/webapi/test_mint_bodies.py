@@ -1,5 +1,5 @@
-"""What the original protocol's POST routes take: JSON only (415 otherwise), with nothing stored
-for a refused body."""
+"""What the original protocol's POST routes take: JSON only (415 otherwise) and the documents'
+shapes (400 with the reason otherwise), with nothing stored for a refused body."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import requests
 
 from tests.webapi.apihelp import Api, snapshot
 from tests.webapi.conftest import RunningServer
-from tests.webapi.mint_standin import OriginalWorkflow
+from tests.webapi.mint_standin import JP_STDOUT, OriginalPoller, OriginalWorkflow
 from tests.webapi.mintfix import MintEnv, make_env
 from webapi.mint.codec.ids import calc_id_of
 
@@ -144,3 +144,86 @@ def test_refused_body_is_read_and_the_connection_kept(env: MintEnv) -> None:
         _unchanged(env, before)
         resp = session.post(url, headers={**auth, "Content-Type": "application/json"}, **kw)
         assert resp.status_code == 200, resp.text
+
+
+# -- shapes ---------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("parameter_files", [], "'parameter_files' must be an object"),
+        ("parameter_files", "in.txt", "'parameter_files' must be an object"),
+        ("parameter_files", _MISSING, "'parameter_files' is missing"),
+        ("parameter_files", {"in.txt": {"content": "QUJD"}}, "[base64, mime, charset]"),
+        ("result_files", "out.txt", "'result_files' must be an object"),
+        ("result_files", 0, "'result_files' must be an object"),
+        ("result_files", {}, "no result files"),
+        ("result_files", [], "no result files"),
+        ("result_files", _MISSING, "'result_files' is missing"),
+        ("result_files", {"out.txt": "x"}, "wanted result 'out.txt' must be an object"),
+        ("result_files", {"out.txt": []}, "wanted result 'out.txt' must be an object"),
+        ("result_files", ["out.txt", 3], "must be a bare name"),
+    ],
+)
+def test_malformed_calc_info_is_refused(env: MintEnv, key: str, value: Any, words: str) -> None:
+    wf = env.wf()
+    doc = _calc_info(env, wf)
+    if value is _MISSING:
+        del doc["calc-info"][key]
+    else:
+        doc["calc-info"][key] = value
+    before = snapshot(env.server.data_dir)
+    resp = wf.call("POST", "add-calcinfo", json=doc)
+    first = wf.first(resp)
+    assert (resp.status_code, first["code"], first["error"]) == (400, 400, "bad_request"), first
+    assert words in first["message"] and "nothing stored" in first["message"], first
+    _unchanged(env, before)
+    assert Api(env.server, "mia").call("GET", "/api/v1/calcs").json()["calcs"] == []
+
+
+def _at_calc_end(env: MintEnv) -> tuple[OriginalPoller, str]:
+    poller = env.poller()
+    aid = env.wf().submit(env.commands["ok.sh"], {"in.txt": b"abc"}, ["out.txt"])
+    assert aid is not None
+    poller.ignore_next = False
+    assert poller.request() == aid and poller.params(aid) is not None
+    for name, extra in (
+        ("calc-params-complete", {}),
+        ("calc-start", {}),
+        ("calc-end", {"result": "calc end"}),
+    ):
+        assert poller.call("POST", name, json={**poller.ids(aid), **extra}).status_code == 200
+    return poller, aid
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        (["out.txt"], "'result_files' must be an object"),
+        ("QUJD", "'result_files' must be an object"),
+        (_MISSING, "'result_files' is missing"),
+        ({}, "no result files at all"),
+        ({"out.txt": "QUJD"}, "result 'out.txt' must be an object"),
+        ({"out.txt": ["QUJD", "text/plain;", "x"]}, "result 'out.txt' must be an object"),
+        ({"out.txt": None}, "result 'out.txt' must be an object"),
+        ({"out.txt": {"mimetype1": "text/plain;"}}, 'needs a "content" string'),
+    ],
+)
+def test_malformed_results_are_refused(env: MintEnv, files: Any, words: str) -> None:
+    poller, aid = _at_calc_end(env)
+    doc: dict[str, Any] = dict(poller.ids(aid))
+    if files is not _MISSING:
+        doc["result_files"] = files
+    before = snapshot(env.server.data_dir)
+    resp = poller.call("POST", "send-results", json=doc)
+    first = poller.first(resp)
+    assert (resp.status_code, first["code"], first["error"]) == (400, 400, "bad_request"), first
+    assert words in first["message"] and "nothing stored" in first["message"], first
+    _unchanged(env, before)
+    # Still waiting for its results: a good upload is taken.
+    good = {JP_STDOUT: {"content": "", "mimetype1": "Error", "mimetype2": "none"}}
+    resp = poller.call("POST", "send-results", json={**poller.ids(aid), "result_files": good})
+    assert resp.status_code == 200, resp.text

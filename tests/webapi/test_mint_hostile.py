@@ -154,7 +154,7 @@ def test_bad_result_uploads_change_nothing(env: MintEnv) -> None:
         ({"sub/x": {"content": "QUJD"}}, "bare name"),
         ({"out.txt": {"content": "@@@@"}}, "not valid base64"),
         ({"out.txt": {"content": base64.b64encode(b"y" * (3 << 20)).decode()}}, "quota"),
-        ({"out.txt": "QUJD"}, 'must be {"content"'),
+        ({"out.txt": "QUJD"}, "must be an object"),
     ):
         status, first = _send(poller, aid, files)
         assert status in (400, 413) and words in first["message"], first

@@ -10,6 +10,11 @@ from webapi.mint.codec import wire
 from webapi.mint.codec.b64 import DecodedFile
 from webapi.server.config import ServerConfig
 
+# What the file maps must look like, for the messages that refuse them.
+PARAMETER_SHAPE = "mapping each input's name to [base64, mime, charset] ({} for no inputs)"
+WANTED_SHAPE = 'naming the wanted results ({"out.txt": {"content": "", …}, …}) or a list of names'
+RESULT_SHAPE = 'mapping each result\'s name to {"content": base64, "mimetype1": …, "mimetype2": …}'
+
 
 @dataclass(frozen=True, slots=True)
 class CalcInfo:
@@ -58,52 +63,99 @@ def check_site_command(conf: ServerConfig, site: Any, command: Any) -> tuple[str
 
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str) or len(value) > 200:
-        raise BadRequest(f"add-calcinfo: {what} must be a short string")
+        raise BadRequest(f"add-calcinfo: {what} must be a short string; nothing stored")
+    return value
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str | DecodedFile):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _files_field(doc: dict[str, Any], key: str, call: str, shape: str, *, names: bool) -> Any:
+    """`doc[key]`: an object (or, with `names`, a list of names); BadRequest otherwise."""
+    if key not in doc:
+        raise BadRequest(
+            f"{call}: {key!r} is missing: it must be an object {shape}; nothing stored"
+        )
+    value = doc[key]
+    if not isinstance(value, dict) and not (names and isinstance(value, list)):
+        raise BadRequest(
+            f"{call}: {key!r} must be an object {shape}, not {_kind(value)}; nothing stored"
+        )
     return value
 
 
 def parse_calc_info(doc: dict[str, Any], conf: ServerConfig) -> CalcInfo:
     info = doc.get("calc-info")
     if not isinstance(info, dict):
-        raise BadRequest('add-calcinfo: the body must be {"calc-info": {...}}')
+        raise BadRequest('add-calcinfo: the body must be {"calc-info": {...}}; nothing stored')
     site, command = check_site_command(conf, info.get("remote-site"), info.get("command"))
-    raw_files = info.get("parameter_files") or {}
-    if not isinstance(raw_files, dict):
-        raise BadRequest(
-            "add-calcinfo: 'parameter_files' must map names to [base64, mime, charset]"
-        )
+    raw_files = _files_field(info, "parameter_files", "add-calcinfo", PARAMETER_SHAPE, names=False)
     files: dict[str, DecodedFile] = {}
     types: dict[str, list[str]] = {}
     for name, value in raw_files.items():
         bare_name(name, "parameter_files")
         if not (isinstance(value, list) and len(value) == 3 and isinstance(value[0], DecodedFile)):
             raise BadRequest(
-                f"add-calcinfo: parameter file {name!r} must be [base64, mime, charset]"
+                f"add-calcinfo: parameter file {name!r} must be [base64, mime, charset], "
+                f"not {_kind(value)}; nothing stored"
             )
         files[name] = value[0]
         types[name] = [_text(value[1], f"the mime of {name!r}"), _text(value[2], "a charset")]
-    raw_results = info.get("result_files") or {}
-    if not isinstance(raw_results, dict | list):
-        raise BadRequest("add-calcinfo: 'result_files' must map the wanted result names to {}")
+    raw_results = _files_field(info, "result_files", "add-calcinfo", WANTED_SHAPE, names=True)
+    if not raw_results:
+        raise BadRequest(
+            "add-calcinfo: 'result_files' names no result files: nothing at all would come "
+            "back (the original client names at least its two logs); nothing stored"
+        )
     results = [bare_name(n, "result_files") for n in raw_results]
+    if isinstance(raw_results, dict):
+        for name, placeholder in raw_results.items():
+            if not isinstance(placeholder, dict):
+                raise BadRequest(
+                    f"add-calcinfo: wanted result {name!r} must be an object (a placeholder "
+                    f'such as {{"content": "", "mimetype1": "", "mimetype2": ""}}), '
+                    f"not {_kind(placeholder)}; nothing stored"
+                )
     parameters = info.get("parameters", "")
     if not isinstance(parameters, str | int | float | bool | type(None)):
-        raise BadRequest("add-calcinfo: 'parameters' must be a string")
+        raise BadRequest("add-calcinfo: 'parameters' must be a string; nothing stored")
     meta = {"protocol": "mint", "parameters": parameters, "types": types, "results": results}
     return CalcInfo(site, command, files, meta)
 
 
 def parse_results(doc: dict[str, Any]) -> SentResults:
-    raw = doc.get("result_files")
-    if not isinstance(raw, dict):
-        raise BadRequest("send-results: 'result_files' must map names to {content, mimetype1, …}")
+    raw = _files_field(doc, "result_files", "send-results", RESULT_SHAPE, names=False)
+    if not raw:
+        raise BadRequest(
+            "send-results: 'result_files' is empty: no result files at all; send each wanted "
+            'result, as {"content": "", "mimetype1": "Error", "mimetype2": why} if it is '
+            "missing; nothing stored"
+        )
     files: dict[str, DecodedFile] = {}
     missing: dict[str, str] = {}
     for name, entry in raw.items():
         bare_name(name, "send-results")
-        content = entry.get("content") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            raise BadRequest(
+                f'send-results: result {name!r} must be an object {{"content": base64, '
+                f'"mimetype1": …, "mimetype2": …}}, not {_kind(entry)}; nothing stored'
+            )
+        content = entry.get("content")
         if not isinstance(content, DecodedFile):
-            raise BadRequest(f'send-results: result {name!r} must be {{"content": base64, …}}')
+            raise BadRequest(
+                f'send-results: result {name!r} needs a "content" string (base64; "" for an '
+                "empty or missing file); nothing stored"
+            )
         if entry.get("mimetype1") == "Error":
             missing[name] = str(entry.get("mimetype2") or "missing")[:500]
         else:

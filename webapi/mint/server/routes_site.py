@@ -205,6 +205,8 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
             def sink_for(path: tuple[str | int, ...], objects: list[dict[str, Any]]) -> Any:
                 if len(path) != 3 or path[0] != "result_files" or path[2] != "content":
                     return None
+                if not isinstance(path[1], str):
+                    return None  # a list, not an object: parse_results says so
                 name = bare_name(path[1], "send-results")
                 top = objects[0] if objects else {}
                 if not checked and "accept_id" in top and "site_id" in top:

@@ -101,7 +101,12 @@ def register_workflow_routes(app: bottle.Bottle, deps: Deps) -> None:
         with Staging(conf.data_dir, budget) as staging:
 
             def sink_for(path: tuple[str | int, ...], objects: list[dict[str, Any]]) -> Any:
-                if len(path) == 4 and path[:2] == ("calc-info", "parameter_files") and path[3] == 0:
+                if (
+                    len(path) == 4
+                    and path[:2] == ("calc-info", "parameter_files")
+                    and isinstance(path[2], str)  # else not an object: parse_calc_info says so
+                    and path[3] == 0
+                ):
                     name = bare_name(path[2], "parameter_files")
                     info = objects[1] if len(objects) > 1 else {}
                     if "remote-site" in info and "command" in info:  # refuse before the files
