@@ -145,9 +145,14 @@ def test_bad_result_uploads_change_nothing(env: MintEnv) -> None:
     # Before calc-end: the wrong state for results.
     before = snapshot(env.server.data_dir)
     status, first = _send(poller, aid, good)
-    assert status == 409 and "send calc-end first" in first["message"]
+    assert status == 409 and "send calc-params-complete next" in first["message"]
     _unchanged(env, before)
-    poller.call("POST", "calc-end", json={**poller.ids(aid), "result": "calc end"})
+    for name, extra in (
+        ("calc-params-complete", {}),
+        ("calc-start", {}),
+        ("calc-end", {"result": "calc end"}),
+    ):
+        assert poller.call("POST", name, json={**poller.ids(aid), **extra}).status_code == 200
     before = snapshot(env.server.data_dir)
     for files, words in (
         ({"../x": {"content": "QUJD"}}, "bare name"),

@@ -19,6 +19,33 @@ NOT_START, SENDING, COMPLETE_SEND, RUNNING = (
 )
 CALC_END, GETTING, GOT = "calc end", "getting return", "got return"
 PROGRESS = (NOT_START, SENDING, COMPLETE_SEND, RUNNING, CALC_END, GETTING, GOT)
+# The original's order for the poller's calls after calc-params: the progress each may follow
+# (one step on; calc-end also straight after complete send: our poller ends a calc it refused
+# to start that way; send-results again at getting return: a retry of an upload cut short) …
+FOLLOWS = {
+    "calc-params-complete": (SENDING,),
+    "calc-start": (COMPLETE_SEND,),
+    "calc-end": (RUNNING, COMPLETE_SEND),
+    "send-results": (CALC_END, GETTING),
+    "end-send": (GOT,),
+}
+NEEDS = {
+    "calc-params-complete": f"{SENDING!r} (the calc taken with calc-params)",
+    "calc-start": f"{COMPLETE_SEND!r}",
+    "calc-end": f"{RUNNING!r} or {COMPLETE_SEND!r}",
+    "send-results": f"{CALC_END!r}",
+    "end-send": "the results (send-results)",
+}
+# … and the call a poller sends next at each progress.
+NEXT_CALL = {
+    NOT_START: "calc-params",
+    SENDING: "calc-params-complete",
+    COMPLETE_SEND: "calc-start",
+    RUNNING: "calc-end",
+    CALC_END: "send-results",
+    GETTING: "send-results",
+    GOT: "end-send",
+}
 # Kept in calc.progress after calc-end reported "abnormal", until the calc is final.
 ABNORMAL = " (abnormal)"
 LEGACY_POLLER = "mint-poller"  # the lease holder name of claims made through this interface

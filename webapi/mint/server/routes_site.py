@@ -8,6 +8,7 @@ results, which ends the calc (succeeded after "calc end", failed after "abnormal
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import bottle
@@ -74,12 +75,51 @@ def _advance(deps: Deps, calc: Calc, progress: str | None) -> Calc:
     )
 
 
+def _in_order(calc: Calc, call: str, progress: str) -> bool:
+    """Whether `call`, which moves the calc to `progress`, repeats the step the calc is already
+    at (an answer that was lost: answer it again, change nothing). Conflict if it comes out of
+    the original's order: back, or past a step that is required."""
+    aid = accept_id_of(calc.id)
+    if calc.state in (CalcState.SUCCEEDED, CalcState.FAILED):
+        if call == "end-send":
+            return True
+        raise Conflict(
+            f"calc {aid} is over ({calc.state}; progress {mapping.GOT!r}): send end-send next, "
+            "if not done yet; nothing changed"
+        )
+    _our_lease(calc)
+    now = mapping.progress_of(calc)
+    if call == "calc-end" and now == mapping.CALC_END:
+        if calc.progress == progress:
+            return True
+        said = "abnormal" if (calc.progress or "").endswith(mapping.ABNORMAL) else "calc end"
+        raise Conflict(
+            f"calc {aid} already ended with result {said!r}; a different result is refused: "
+            f"send {mapping.NEXT_CALL[now]} next; nothing changed"
+        )
+    if now == progress:
+        return True
+    if now in mapping.FOLLOWS[call]:
+        return False
+    following = mapping.NEXT_CALL[now]
+    target = progress.removesuffix(mapping.ABNORMAL)
+    if mapping.PROGRESS.index(now) > mapping.PROGRESS.index(target):
+        raise Conflict(
+            f"calc {aid} is already at {now!r}: progress never goes back; "
+            f"send {following} next; nothing changed"
+        )
+    raise Conflict(
+        f"calc {aid} is at {now!r}, and {call} needs {mapping.NEEDS[call]}: "
+        f"send {following} next; nothing changed"
+    )
+
+
 def _confirm(deps: Deps, calc_id: str, lease_id: str) -> None:
     """The whole calc-params answer went out: the poller has the calc."""
     try:
         calc = deps.store.get(calc_id)
         if calc.lease is not None and calc.lease.id == lease_id and not calc.lease.confirmed:
-            _advance(deps, calc, calc.progress)
+            _advance(deps, calc, None)  # None: the progress stays whatever it is by now
     except ApiError as exc:  # cancelled or taken back meanwhile: nothing to confirm
         log.info("calc-params of %s: not confirmed (%s)", calc_id, exc.message)
 
@@ -113,6 +153,17 @@ def _opener(deps: Deps, calc_id: str, name: str) -> Any:
 
 def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
     store = deps.store
+    # Checking a progress call's order and recording its progress is one step: two calls racing
+    # (a retry overtaking its original, two verdicts) must not both pass the check. The store
+    # belongs to this one server process, so a lock here is enough.
+    order = threading.Lock()
+
+    def move(calc: Calc, call: str, progress: str) -> None:
+        """Record `progress` if `call` is next in order; nothing if it repeats the last step."""
+        with order:
+            calc = store.get(calc.id)
+            if not _in_order(calc, call, progress):
+                _advance(deps, calc, progress)
 
     @mint_route(app, deps, "GET", "calc-request")
     def calc_request(p: Principal, _body: Body) -> dict[str, Any]:
@@ -167,7 +218,7 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
         def handler(p: Principal, body: Body) -> dict[str, Any]:
             doc = body.json()
             calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
-            _advance(deps, calc, progress)
+            move(calc, name, progress)
             return ok(f"{name}: progress is {progress}")
 
     step("calc-params-complete", mapping.COMPLETE_SEND)
@@ -183,17 +234,8 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                 f'calc-end: \'result\' must be "calc end" or "abnormal", not {result!r}'
             )
         suffix = mapping.ABNORMAL if result == "abnormal" else ""
-        _advance(deps, calc, mapping.CALC_END + suffix)
+        move(calc, "calc-end", mapping.CALC_END + suffix)
         return ok(f"calc-end: status is {'abnormal' if suffix else 'completed'}")
-
-    def ready_for_results(calc: Calc) -> str:
-        lease = _our_lease(calc)
-        if mapping.progress_of(calc) not in (mapping.CALC_END, mapping.GETTING):
-            raise Conflict(
-                f"send-results: calc {accept_id_of(calc.id)} is at {mapping.progress_of(calc)!r}: "
-                "send calc-end first; nothing stored"
-            )
-        return lease
 
     @mint_route(app, deps, "POST", "send-results")
     def send_results(p: Principal, body: Body) -> dict[str, Any]:
@@ -211,16 +253,19 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                 top = objects[0] if objects else {}
                 if not checked and "accept_id" in top and "site_id" in top:
                     # Refuse a wrong-state upload before its files are read.
-                    ready_for_results(_poller_calc(deps, p, top["accept_id"], top["site_id"]))
+                    calc = _poller_calc(deps, p, top["accept_id"], top["site_id"])
+                    _in_order(calc, "send-results", mapping.GETTING)
                     checked.append(True)
                 return staging.sink(f"result {name!r}")
 
             doc = parse_body(body.read, sink_for)
-            calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
-            ready_for_results(calc)
-            sent = parse_results(doc)
-            abnormal = (calc.progress or "").endswith(mapping.ABNORMAL)
-            calc = _advance(deps, calc, mapping.GETTING + (mapping.ABNORMAL if abnormal else ""))
+            with order:
+                calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+                _in_order(calc, "send-results", mapping.GETTING)  # at it already: a retry
+                sent = parse_results(doc)
+                abnormal = (calc.progress or "").endswith(mapping.ABNORMAL)
+                getting = mapping.GETTING + (mapping.ABNORMAL if abnormal else "")
+                calc = _advance(deps, calc, getting)
             reason = "the program ended abnormally (reported by the original poller)"
             if sent.missing:
                 reason += "; missing results: " + ", ".join(
@@ -243,9 +288,5 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
     def end_send(p: Principal, body: Body) -> dict[str, Any]:
         doc = body.json()
         calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
-        if calc.state in (CalcState.SUCCEEDED, CalcState.FAILED):
-            return ok(f"end-send: progress is {mapping.GOT}")
-        _our_lease(calc)
-        raise Conflict(
-            f"end-send: calc {accept_id_of(calc.id)} has no results yet: send-results first"
-        )
+        _in_order(calc, "end-send", mapping.GOT)  # it changes nothing: only checked
+        return ok(f"end-send: progress is {mapping.GOT}")
