@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +26,25 @@ from webapi.server.routing import (
 from webapi.store.base import NewCalcRequest
 
 Render = Callable[[Deps, Calc], dict[str, Any]]
+
+
+def check_someone_serves(deps: Deps, user: str, site: str) -> None:
+    """Refuse a calc no poller could ever take: pollers have served `site`, none of `user`'s.
+
+    A poller takes only the calcs of its own token's user, so such a calc would wait unseen
+    until it expires in the queue. A site no poller has been seen for yet is fine: one may come.
+    """
+    seen = deps.store.poller_users(site)
+    if not seen or user in seen:
+        return
+    ago = max(0, round(time.time() - max(seen.values())))
+    raise ApiError(
+        f"site {site!r} is served only by pollers of other users ({len(seen)} user(s), "
+        f"last seen {ago} s ago); a poller takes only the calcs of its own token's user: "
+        f"run one with a token of {user}",
+        code="no_poller_for_user",
+        status=409,
+    )
 
 
 def _parse_new_calc(deps: Deps, user: str, body: dict[str, Any]) -> tuple[NewCalcRequest, int]:
@@ -62,6 +82,17 @@ def register_calc_routes(app: bottle.Bottle, deps: Deps, render: Render) -> None
     @route(app, deps, "POST", "/api/v1/calcs")
     def create(p: Principal) -> tuple[int, dict[str, Any]]:
         req, quota = _parse_new_calc(deps, p.user, read_json())
+        try:
+            check_someone_serves(deps, p.user, req.site)
+        except ApiError:
+            # A retry of a registration accepted earlier still gets its calc.
+            if req.request_id is None:
+                raise
+            mine = store.list_calcs(user=p.user, state=None, site=req.site)
+            replayed = [c for c in mine if c.request_id == req.request_id]
+            if not replayed:
+                raise
+            return 200, render(deps, replayed[0])
         calc, created = store.create(req, quota_bytes=quota)
         return (201 if created else 200), render(deps, calc)
 

@@ -20,6 +20,7 @@ from webapi.mint.server.documents import bare_name, check_site_command, parse_ca
 from webapi.mint.server.envelope import Body, mint_route, ok
 from webapi.mint.server.payloads import Budget, Staging, open_staged, parse_body, stream_json
 from webapi.server.auth import Principal
+from webapi.server.routes_workflow import check_someone_serves
 from webapi.server.routing import Deps, Stream, require_owner
 from webapi.store.base import NewCalcRequest
 
@@ -110,11 +111,15 @@ def register_workflow_routes(app: bottle.Bottle, deps: Deps) -> None:
                     name = bare_name(path[2], "parameter_files")
                     info = objects[1] if len(objects) > 1 else {}
                     if "remote-site" in info and "command" in info:  # refuse before the files
-                        check_site_command(conf, info["remote-site"], info["command"])
+                        site, _command = check_site_command(
+                            conf, info["remote-site"], info["command"]
+                        )
+                        check_someone_serves(deps, p.user, site)
                     return staging.sink(f"parameter file {name!r}")
                 return None
 
             info = parse_calc_info(parse_body(body.read, sink_for), conf)
+            check_someone_serves(deps, p.user, info.site)
             manifest = tuple(FileEntry(n, f.size, f.sha256) for n, f in info.files.items())
             req = NewCalcRequest(
                 user=p.user,
