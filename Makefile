@@ -47,9 +47,10 @@ bench: setup ## Run the benchmarks (tables on stdout, JSON in bench/results/; ~1
 	$(BIN)/python bench/webapi_mode.py
 	$(BIN)/python bench/mint_compat.py
 
-docs: setup ## Regenerate docs/cli.md (from --help) and docs/architecture.md's tree and imports
+docs: setup ## Regenerate docs/cli.md (--help), docs/architecture.md (tree, imports), docs/ansible.md
 	$(BIN)/python scripts/gen_cli_docs.py
 	$(BIN)/python scripts/gen_arch_docs.py
+	$(BIN)/python -m tests.ansible.argspec_doc > docs/ansible.md
 
 ci: lint test ## What CI runs
 

@@ -57,6 +57,9 @@ class Calc:
     # Interface-specific registration data kept with the calc (e.g. the original protocol's
     # parameters and file types); set once at registration, never part of the state machine.
     meta: dict[str, Any] | None = field(default=None, hash=False)
+    # Results the poller could not (or would not) deliver, with its reason for each; set with
+    # the results, answered for them by the original protocol's get-calc-result.
+    missing: dict[str, str] | None = field(default=None, hash=False)
 
     def view(self) -> CalcView:
         """The calc as its owner sees it over HTTP (the lease id stays secret)."""
@@ -244,8 +247,10 @@ def finish(
     reason: str | None,
     results: tuple[FileEntry, ...],
     now: float,
+    missing: dict[str, str] | None = None,
 ) -> Calc:
-    """Declare the exit code and result manifest, exactly once (same again is a no-op)."""
+    """Declare the exit code and result manifest, exactly once (same again is a no-op);
+    `missing` names results that will not come, and why."""
     check_lease(calc, lease_id)
     if calc.results_declared:
         if calc.exit_code == exit_code and _manifest_key(calc.results) == _manifest_key(results):
@@ -254,7 +259,13 @@ def finish(
     _require(calc, CalcState.RUNNING, action="finish")
     files = tuple(replace(f, received=f.size) if f.size == 0 else f for f in results)
     calc = replace(
-        calc, exit_code=exit_code, reason=reason, results=files, results_declared=True, updated=now
+        calc,
+        exit_code=exit_code,
+        reason=reason,
+        results=files,
+        results_declared=True,
+        missing=missing or None,
+        updated=now,
     )
     return _maybe_complete(calc, now)
 

@@ -423,6 +423,7 @@ class YamlJobStore:
         reason: str | None,
         results: tuple[FileEntry, ...],
         quota_bytes: int,
+        missing: dict[str, str] | None = None,
     ) -> Calc:
         total = sum(f.size for f in results)
         if quota_bytes and total > quota_bytes:
@@ -438,6 +439,7 @@ class YamlJobStore:
                 reason=reason,
                 results=results,
                 now=time.time(),
+                missing=missing,
             )
             return self.save(calc, new)
 

@@ -266,11 +266,13 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                 abnormal = (calc.progress or "").endswith(mapping.ABNORMAL)
                 getting = mapping.GETTING + (mapping.ABNORMAL if abnormal else "")
                 calc = _advance(deps, calc, getting)
-            reason = "the program ended abnormally (reported by the original poller)"
+            notes = ["the program ended abnormally (reported by the poller)"] if abnormal else []
             if sent.missing:
-                reason += "; missing results: " + ", ".join(
-                    f"{n} ({why})" for n, why in sent.missing.items()
+                notes.append(
+                    "missing results: "
+                    + ", ".join(f"{n} ({why})" for n, why in sent.missing.items())
                 )
+            reason = "; ".join(notes) or None
             manifest = tuple(FileEntry(n, f.size, f.sha256) for n, f in sent.files.items())
             lease = _our_lease(calc)
             calc = store.finish(
@@ -280,6 +282,7 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                 reason=reason,
                 results=manifest,
                 quota_bytes=conf.quota_bytes,
+                missing=sent.missing,
             )
             store_staged(deps, calc, "results", sent.files, lease)
         return ok(f"send-results: {len(sent.files)} file(s) stored")

@@ -77,7 +77,10 @@ def _result_pieces(deps: Deps, calc: Calc) -> list[Piece]:
     for name in mapping.wanted_results(calc):
         source = mapping.result_source(calc, name)
         if source is None:
-            fields.append(bodies.missing(name, f"{name}: {calc.reason or 'no such result file'}"))
+            why = (calc.missing or {}).get(
+                name
+            ) or f"{name}: {calc.reason or 'no such result file'}"
+            fields.append(bodies.missing(name, why))
             continue
         fh, _size = deps.store.open_file(calc.id, "results", source)
         with contextlib.closing(fh):
