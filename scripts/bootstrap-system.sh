@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages the kit and its tests need (OpenSSH server and client, rsync,
-# iproute2), but only those missing, so a second run is instant and needs no network.
+# iproute2; for the lab in tests/lab: systemd, util-linux's unshare/nsenter, procps, and the
+# venv module of the system Python the lab's hosts build their venvs with), but only those
+# missing, so a second run is instant and needs no network.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -10,6 +12,11 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v rrsync >/dev/null 2>&1 || [ -x /usr/bin/rrsync ] || need+=(rsync)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
+# The lab (tests/lab, docs/testing.md): hosts are systemd in namespaces over this machine's root.
+[ -x /lib/systemd/systemd ] && command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
