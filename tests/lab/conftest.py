@@ -375,6 +375,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         # §3/§4: the tokens can only be made once the API server is installed, then the poller's
         # goes into the vault and site.yml runs again.
         installed = site.api.run("getent", "group", "extcomp-api", check=False).returncode == 0
+        if installed:
+            readable = site.api.run(
+                "runuser",
+                "-u",
+                "extcomp-api",
+                "--",
+                "test",
+                "-r",
+                "/etc/ssl/mint/privkey.pem",
+                check=False,
+            )
+            site.notes["key_readable_after_first"] = str(readable.returncode == 0)
         if installed and not site.wait_api(1):
             # Not in the docs: the key must be readable by an account the first run creates.
             site.undocumented.append(

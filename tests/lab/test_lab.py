@@ -188,7 +188,10 @@ def test_first_site_run_completes(site: Site) -> None:
     "grants it (group) nor says so, so the unit fails until the key is chgrp'd by hand",
 )
 def test_api_server_serves_after_the_first_run(site: Site) -> None:
-    assert site.notes["api_after_first"] == "serving", site.notes["api_after_first"]
+    assert site.notes["api_after_first"] == "serving", (
+        f"key readable by extcomp-api: {site.notes.get('key_readable_after_first')}\n"
+        + site.notes["api_after_first"]
+    )
     assert not site.undocumented, site.undocumented
 
 
@@ -584,6 +587,23 @@ def _blocks(config: str) -> list[str]:
             cur.append(line)
     out.append("".join(cur))
     return out
+
+
+def test_api_server_stops_accepting_the_retired_site(site: Site) -> None:
+    """§5: remove the site from api_server_sites, run setup_api_server.yml: calcs for it are
+    refused, and the running server took the change without a restart (§3)."""
+    pid = site.api.show("extcomp-api.service", "MainPID")
+    api_vars = site.inventory / "group_vars" / "api_servers.yml"
+    text = api_vars.read_text()
+    block = "api_server_sites:\n  nims-xrd:\n    commands: [xrd-fit]\n"
+    assert block in text
+    api_vars.write_text(text.replace(block, "api_server_sites: {}\n"))
+    play = site.playbook("setup_api_server.yml", log="api-without-site")
+    assert play.rc == 0, play.tail()
+    rc, out, err = finish(webapi_calc(site, "calc-after-retire")[0], timeout=120)
+    assert rc in (251, 254), (rc, out, err)  # refused: unknown site
+    assert SITE in err, err
+    assert site.api.show("extcomp-api.service", "MainPID") == pid
 
 
 # ---- teardown ----------------------------------------------------------------------------------
