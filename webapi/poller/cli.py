@@ -44,7 +44,7 @@ from webapi.poller.loop import Adapter, Poller
 from webapi.poller.state import StateDir
 
 log = logging.getLogger("extcomp-poller")
-EXIT_CODES = (Exit.OK, Exit.USAGE, Exit.REFUSED, Exit.UNREACHABLE)
+EXIT_CODES = (Exit.OK, Exit.USAGE, Exit.UNKNOWN_SITE, Exit.REFUSED, Exit.UNREACHABLE)
 
 
 def build_parser() -> argparse.ArgumentParser:

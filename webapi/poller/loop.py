@@ -42,6 +42,10 @@ class CalcGone(Exception):
 class ServerRefused(Exception):
     """The server refused this poller itself (its token or its site): retrying cannot help."""
 
+    def __init__(self, message: str, exit_code: int = Exit.REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 class StateLost(Exception):
     """The poller's own state dir is gone: it cannot record anything, so it must stop."""
@@ -196,7 +200,7 @@ class Poller:
                 pause = min(pause * 2, retry.interval)
             except ServerRefused as exc:
                 log.error("the server refused this poller (site %s): %s", self.config.site, exc)
-                return Exit.REFUSED
+                return exc.exit_code
             except StateLost as exc:
                 log.error("%s; exiting", exc)
                 return Exit.USAGE
