@@ -95,6 +95,15 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_users_password(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UsageError("users password: read an empty password from stdin")
+    _users(args).set_password(args.name, password)
+    print(f"password of {args.name} changed (stored hashed); their tokens stay valid")
+    return EXIT_OK
+
+
 def cmd_users_token(args: argparse.Namespace) -> int:
     token = _token_stdin(args)
     new = _users(args).new_token(
@@ -215,6 +224,8 @@ def add_server_commands(sub: SubParsers, calc_id: CalcIdParser = lambda raw: raw
         action="store_true",
         help="store an existing MInt API token read from stdin instead",
     )
+    p = add(users, "password", cmd_users_password, "Set a user's login password (read from stdin)")
+    p.add_argument("name")
     p = add(users, "revoke", cmd_users_revoke, "Revoke one token or all tokens of a user")
     p.add_argument("name")
     p.add_argument("token_id", nargs="?", help="token id as shown by 'users list'")
