@@ -138,9 +138,7 @@ def test_check_exits_with_a_code_per_cause(ssh_host: SshHost, tmp_path: Path) ->
     empty_known_hosts = tmp_path / "known_hosts"
     empty_known_hosts.write_text("")
     stranger = tmp_path / "stranger"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
-    )
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     cases = {
         127: (host_flags(ssh_host), ["--entry", "no_such_entry.sh"]),
         252: (_flags_with(ssh_host, "--known-hosts", str(empty_known_hosts)), []),

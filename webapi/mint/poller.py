@@ -125,10 +125,16 @@ class MintAdapter:
         """End the calc abnormal with `reason` in every result, from memory (no local file is
         read or written: the host's disk may be the trouble)."""
         record = record.with_(verdict="abnormal")
-        fields = [bodies.missing(n, f"{n}: {reason}") for n in dict.fromkeys(
-            [*record.wanted, *LOG_NAMES])]  # fmt: skip
-        head = (b'{"accept_id": ' + js(record.key) + b', "site_id": ' + js(record.site)
-                + b', "result_files": ')  # fmt: skip
+        fields = [
+            bodies.missing(n, f"{n}: {reason}") for n in dict.fromkeys([*record.wanted, *LOG_NAMES])
+        ]
+        head = (
+            b'{"accept_id": '
+            + js(record.key)
+            + b', "site_id": '
+            + js(record.site)
+            + b', "result_files": '
+        )
         try:
             for step, extra in (("calc-params-complete", {}), ("calc-end", {"result": "abnormal"})):
                 if step not in record.acked:
