@@ -1,0 +1,132 @@
+"""Fault drills: each test makes the real fault happen (sshd killed mid-pull, the runner killed
+with SIGKILL, a relative path resumed from elsewhere, a secret left behind) and checks the promise.
+
+The drills run against an sshd of their own, so killing it touches no other test's connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.driver import run_step
+from runner.record import StepStore
+from runner.steps import Outcome, StepSpec
+from tests.fixtures.sshd import SshHost, kill_sshd, restart_sshd, start_sshd
+from tests.runner.conftest import host_spec
+
+pytestmark = [pytest.mark.drill, pytest.mark.slow]
+
+
+@dataclass
+class DrillHost:
+    """The drills' own external host; `restart()` kills its sshd with every session."""
+
+    host: SshHost
+
+    def restart(self) -> None:
+        self.host = restart_sshd(self.host)
+
+    def spec(self, results: Path, *args: str, **changes: Any) -> StepSpec:
+        spec = StepSpec(
+            host=host_spec(self.host, "gated"),
+            results_dir=results,
+            args=args,
+            entry="test_entry.sh",
+            helper=self.host.helper,
+            remote_base=str(self.host.base),
+            reconnect_attempts=3,
+        )
+        return replace(spec, **changes)
+
+
+@pytest.fixture(scope="module")
+def drill() -> Iterator[DrillHost]:
+    root = Path(tempfile.mkdtemp(prefix="extcomp-drill-"))
+    box = DrillHost(start_sshd(root / "host"))
+    try:
+        yield box
+    finally:
+        kill_sshd(box.host)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pull_literal_bytes(step_id: str) -> list[int]:
+    """rsync's "Literal data" (bytes really sent) of each pull that completed, from the step's
+    ansible-runner event log."""
+    sent = []
+    artifacts = StepStore().step_dir(step_id) / "ansible" / "artifacts"
+    for path in sorted(artifacts.glob("*/job_events/*.json")):
+        event = json.loads(path.read_text())
+        data = event.get("event_data") or {}
+        if (
+            event.get("event") == "runner_on_ok"
+            and data.get("task") == "Pull the whole work dir back"
+        ):
+            found = re.search(r"Literal data: ([\d,]+) bytes", str(data["res"].get("stdout", "")))
+            assert found, data["res"].get("stdout")
+            sent.append(int(found.group(1).replace(",", "")))
+    return sent
+
+
+# ---- item 10: a connection lost during the pull -------------------------------------------------
+
+
+def test_pull_cut_by_an_sshd_restart_reconnects_and_completes(
+    drill: DrillHost, tmp_path: Path
+) -> None:
+    """sshd dies with its sessions while the result streams back, and comes back on its port."""
+    spec = drill.spec(tmp_path / "results", "write", "big.bin", "64", "sha", "big.bin")
+    cut, stop = threading.Event(), threading.Event()
+
+    def cut_mid_pull() -> None:
+        # rsync receives into a temp file (.big.bin.XXXXXX) inside the hidden partial dir.
+        while not stop.is_set():
+            for tmp in tmp_path.glob(".results.*.partial/.big.bin.*"):
+                try:
+                    received = tmp.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if received > 8 << 20:
+                    drill.restart()
+                    cut.set()
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=cut_mid_pull)
+    watcher.start()
+    try:
+        result = run_step(spec)
+    finally:
+        stop.set()
+        watcher.join()
+    assert cut.is_set(), "the drill never fired: the pull ended before the cut"
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0), result
+    out = spec.results_dir
+    assert (out / "big.bin.sha256").read_text().split()[0] == sha256(out / "big.bin")
+    assert (out / "big.bin").stat().st_size == 64 << 20
+    record = StepStore().load(result.step_id)
+    assert record.runs >= 2, "the pull was run again after reconnecting"
+    # It resumed: what arrived before the cut was not sent again.
+    assert pull_literal_bytes(result.step_id)[-1] < (64 - 8) << 20
+    assert not list(tmp_path.glob(".results.*")), "no partial dir is left behind"
+    assert not (out / ".extcomp-rsync-partial").exists()
