@@ -6,27 +6,34 @@ The drills run against an sshd of their own, so killing it touches no other test
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from runner.driver import run_step
-from runner.record import StepStore
+from runner.record import StepRecord, StepStore
 from runner.steps import Outcome, StepSpec
-from tests.fixtures.sshd import SshHost, kill_sshd, restart_sshd, start_sshd
+from tests.fixtures.sshd import SshHost, descendants, kill_sshd, restart_sshd, start_sshd
 from tests.runner.conftest import host_spec
 
 pytestmark = [pytest.mark.drill, pytest.mark.slow]
+T = TypeVar("T")
 
 
 @dataclass
@@ -130,3 +137,89 @@ def test_pull_cut_by_an_sshd_restart_reconnects_and_completes(
     assert pull_literal_bytes(result.step_id)[-1] < (64 - 8) << 20
     assert not list(tmp_path.glob(".results.*")), "no partial dir is left behind"
     assert not (out / ".extcomp-rsync-partial").exists()
+
+
+# ---- shared by the drills that kill the runner ---------------------------------------------------
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "runner.cli", *args]
+
+
+def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def started_on_host(host: SshHost) -> Callable[[], StepRecord | None]:
+    """A predicate: the one recorded step's program runs on the host (seen on the host's disk)."""
+
+    def check() -> StepRecord | None:
+        records = StepStore().list()
+        if records and (host.base / records[0].work_id / ".extcomp" / "started.json").exists():
+            return records[0]
+        return None
+
+    return check
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it (what the old runner needed to die cleanly)."""
+    for victim in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+# ---- item 11: relative paths, resumed from another dir -------------------------------------------
+
+
+@pytest.mark.parametrize("made_by", ["this version", "0.1"])
+def test_resume_from_another_dir_finds_relative_paths(
+    drill: DrillHost, tmp_path: Path, made_by: str
+) -> None:
+    """A step started with relative --key/--known-hosts/--input/--results, its runner killed, is
+    resumed from another dir; "0.1" rewrites the record as 0.1 wrote it (relative, no cwd)."""
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(drill.host.gated_key, first / "key")
+    shutil.copy(drill.host.known_hosts, first / "kh")
+    (first / "in.txt").write_text("input\n")
+    host = drill.host
+    proc = subprocess.Popen(
+        cli(
+            "run",
+            *("--host", host.target, "--key", "key", "--known-hosts", "kh"),
+            *("--helper", host.helper, "--remote-base", str(host.base)),
+            *("--entry", "test_entry.sh", "--input", "in.txt", "--results", "out"),
+            *("--", "copy", "in.txt", "copied.txt", "await", "go"),
+        ),
+        cwd=first,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    record = wait_for(started_on_host(host), "the program to start")
+    kill_tree(proc.pid)
+    proc.wait()
+    if made_by == "0.1":
+        path = StepStore().step_dir(record.step_id) / "record.yaml"
+        data = yaml.safe_load(path.read_text())
+        data.pop("cwd", None)
+        data["spec"]["host"].update(key="key", known_hosts="kh")
+        data["spec"].update(results_dir="out", inputs=["in.txt"])
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    (host.base / record.work_id / "go").touch()
+    out = subprocess.run(
+        cli("resume", record.step_id), cwd=elsewhere, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert (first / "out" / "copied.txt").read_text() == "input\n"
+    assert not (elsewhere / "out").exists()
+    again = StepStore().load(record.step_id)
+    assert again.cwd is not None and Path(again.cwd).resolve() == first.resolve()
+    assert again.spec["results_dir"] == str(Path(again.cwd) / "out")
