@@ -223,3 +223,87 @@ def test_resume_from_another_dir_finds_relative_paths(
     again = StepStore().load(record.step_id)
     assert again.cwd is not None and Path(again.cwd).resolve() == first.resolve()
     assert again.spec["results_dir"] == str(Path(again.cwd) / "out")
+
+
+# ---- item 12: kill -9 of the runner --------------------------------------------------------------
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def marked(*marks: str) -> set[int]:
+    """Processes whose command line carries one of the marks (the step id, the work id)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and any(m in cmdline(int(entry.name)) for m in marks):
+            found.add(int(entry.name))
+    return found
+
+
+def test_kill_9_of_the_runner_takes_ansible_and_its_ssh_along(
+    drill: DrillHost, tmp_path: Path
+) -> None:
+    """The runner dies by SIGKILL while a `wait` call is in flight; nothing it started survives
+    (the shared ControlMaster aside, which detached by design), and `resume` finishes the step."""
+    host = drill.host
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        cli(
+            "run",
+            *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
+            *("--results", str(results), "--", "touch", "early.txt", "await", "go", "exit", "4"),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ours: set[int] = set()
+    try:
+        record = wait_for(started_on_host(host), "the program to start")
+        marks = (record.step_id, record.work_id)
+
+        def waiting() -> set[int] | None:
+            tree = set(descendants(proc.pid))
+            calls = [p for p in tree if f"wait {record.work_id}" in cmdline(p)]
+            return tree | marked(*marks) if calls else None
+
+        ours = wait_for(waiting, "a `wait` call in flight") - {os.getpid()}
+        names = {Path(cmdline(p).split(" ", 1)[0]).name for p in ours}
+        assert {"ssh"} <= names, names
+        assert any("ansible-playbook" in cmdline(p) for p in ours)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+        def all_gone() -> bool:
+            return not {p for p in ours | marked(*marks) if alive(p)} - {os.getpid()}
+
+        try:
+            wait_for(all_gone, "the runner's children to end", timeout=20)
+        except AssertionError:
+            left = {p: cmdline(p)[:120] for p in ours | marked(*marks) if alive(p)}
+            raise AssertionError(f"survived the runner: {left}") from None
+        assert (host.base / record.work_id / ".extcomp" / "started.json").exists()
+        assert not (host.base / record.work_id / ".extcomp" / "status.json").exists(), (
+            "the program runs on, detached"
+        )
+    finally:
+        for pid in ours:
+            if alive(pid):
+                kill_tree(pid)
+    (host.base / record.work_id / "go").touch()
+    out = subprocess.run(cli("resume", record.step_id), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 4, out.stderr
+    assert (results / "early.txt").exists()
+    log = (results / "remote_program_exec.log").read_text()
+    assert log.count("test_entry: cwd=") == 1, "the program ran once"
