@@ -3,7 +3,8 @@
 One call of `play()` is one ansible-playbook run with some of the step's tags. It builds the ssh
 options (pinned host keys, one ControlMaster connection shared by Ansible's raw tasks and rsync,
 keep-alives so a dead link is noticed), the inventory and the extra vars, and reports each event
-to a callback; failures come back as typed errors from runner.events.
+to a callback; failures come back as typed errors from runner.events. ansible-playbook, its
+workers and the ssh and rsync they run never outlive the runner, however it ends (see _GUARD).
 """
 
 from __future__ import annotations
@@ -32,6 +33,48 @@ from runner.steps import HostSpec
 _CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
 CONNECT_TIMEOUT_S = 10
 INVENTORY_HOST = "extcomp_target"
+
+# ansible-playbook runs below this guard (ansible_runner's `binary` is `python -I -S -c _GUARD`),
+# so that it cannot outlive the runner, whatever ends the runner (kill -9 included). The guard
+# asks Linux to send it SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG, checked against the
+# race with getppid), starts ansible-playbook as its child and passes SIGTERM on, the runner's
+# Ctrl-C included. ansible-playbook passes SIGTERM on to its workers (each in its own session) and
+# each worker to its process group: the ssh and rsync it runs. SIGKILL follows if that hangs.
+# Only the ssh ControlMaster stays: it detaches by design (ControlPersist) and idles out.
+# Arguments: RUNNER_PID PIDFILE ansible-playbook ARGS...
+_GUARD = """
+import ctypes, os, signal, sys
+runner, pidfile, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+child = 0
+def stop(signum, frame):
+    if child:
+        os.kill(child, signal.SIGTERM)
+        signal.alarm(15)
+def kill(signum, frame):
+    os.kill(child, signal.SIGKILL)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGALRM, kill)
+prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+if prctl is not None:
+    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != runner:
+    sys.exit(143)  # the runner died before the request took effect
+with open(pidfile + ".new", "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(pidfile + ".new", pidfile)
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+sys.exit(128 - code if code < 0 else code)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,22 +205,47 @@ def _envvars(private_dir: Path, host: HostSpec, ssh_retries: int) -> dict[str, s
     }
 
 
+@dataclass
+class _Stop:
+    """What Ctrl-C or SIGTERM asked for: `stopping` once passed on to the guard (ansible-playbook
+    then stops its workers and their ssh/rsync), `cancel` to have ansible-runner SIGKILL it."""
+
+    guard_pidfile: Path
+    stopping: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def request(self) -> None:
+        if not self.stopping.is_set():
+            try:
+                os.kill(int(self.guard_pidfile.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass  # not started yet, or already gone: ansible-runner's own cancel will do
+            else:
+                self.stopping.set()
+                return
+        self.cancel.set()  # a second request, or no guard to ask
+
+    @property
+    def requested(self) -> bool:
+        return self.stopping.is_set() or self.cancel.is_set()
+
+
 @contextmanager
-def _cancel_on_signals() -> Iterator[threading.Event]:
-    """Turn Ctrl-C / SIGTERM into a cancel request that ansible-runner polls."""
-    cancel = threading.Event()
+def _stop_on_signals(guard_pidfile: Path) -> Iterator[_Stop]:
+    """Turn Ctrl-C / SIGTERM into a stop request (ansible-runner polls `cancel`)."""
+    stop = _Stop(guard_pidfile)
     if threading.current_thread() is not threading.main_thread():
-        yield cancel
+        yield stop
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, frame: object) -> None:
-        cancel.set()
+        stop.request()
 
     for sig in previous:
         signal.signal(sig, handler)
     try:
-        yield cancel
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -234,24 +302,28 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     request.private_dir.mkdir(parents=True, exist_ok=True)
     (request.private_dir / "tmp").mkdir(exist_ok=True)
     collector = _Collector(request.host.label(), events)
+    guard_pidfile = request.private_dir / "tmp" / f"guard-{request.ident}.pid"
+    guard_pidfile.unlink(missing_ok=True)
+    guarded = [str(os.getpid()), str(guard_pidfile), "ansible-playbook", str(resources.playbook())]
     warming = _prewarm(request.host)
-    with _cancel_on_signals() as cancel:
+    with _stop_on_signals(guard_pidfile) as stop:
         result = ansible_runner.run(
             private_data_dir=str(request.private_dir),
-            playbook=str(resources.playbook()),
+            binary=sys.executable,
+            cmdline=shlex.join(["-I", "-S", "-c", _GUARD, *guarded]),
             inventory=inventory,
             limit=limit,
             extravars=extravars,
             tags=",".join(request.tags),
             envvars=_envvars(request.private_dir, request.host, request.ssh_retries),
             event_handler=collector,
-            cancel_callback=cancel.is_set,
+            cancel_callback=stop.cancel.is_set,
             ident=request.ident,
             quiet=True,
             rotate_artifacts=20,
         )
     _reap(warming)
-    if result.status == "canceled" or cancel.is_set():
+    if result.status == "canceled" or stop.requested:
         raise Interrupted("interrupted")
     if collector.failure is not None:
         raise collector.failure
