@@ -97,13 +97,19 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else text.strip()
 
 
-def classify_unreachable(res: dict[str, Any], host: str) -> StepError:
+# Which file a host-key error points at when the step names none of its own.
+SSH_KNOWN_HOSTS = "~/.ssh/known_hosts (or the UserKnownHostsFile of your ssh config or inventory)"
+
+
+def classify_unreachable(
+    res: dict[str, Any], host: str, known_hosts: str = SSH_KNOWN_HOSTS
+) -> StepError:
     text = _text(res)
     low = text.lower()
     if any(s in low for s in _HOST_KEY):
         return HostKeyError(
             f"host key of {host} is not pinned or changed: add the right key to "
-            "the known_hosts file (ssh-keyscan, checked out of band); never disable "
+            f"{known_hosts} (ssh-keyscan, checked out of band); never disable "
             f"checking ({_last_line(text)})"
         )
     if _GATE in text:
@@ -123,14 +129,16 @@ def _gate_line(text: str) -> str:
     return "host refused the command"
 
 
-def classify_failure(phase: str, res: dict[str, Any], host: str) -> StepError:
+def classify_failure(
+    phase: str, res: dict[str, Any], host: str, known_hosts: str = SSH_KNOWN_HOSTS
+) -> StepError:
     """A failed task: map the helper's exit codes (see runner/remote/extcomp-remote) to errors."""
     rc = res.get("rc")
     text = _text(res)
     if _GATE in text or rc == 77:
         return RefusedError(_gate_line(text))
     if phase in ("push", "pull"):
-        return _classify_rsync(phase, rc, text, str(res.get("stderr", "")), host)
+        return _classify_rsync(phase, rc, text, str(res.get("stderr", "")), host, known_hosts)
     if rc == 255 or (isinstance(rc, int) and rc < 0):
         return TransportError(f"connection to {host} lost during {phase} (rc {rc})")
     stderr = str(res.get("stderr", "")) + str(res.get("stdout", ""))
@@ -148,7 +156,9 @@ def classify_failure(phase: str, res: dict[str, Any], host: str) -> StepError:
     return RemoteError(f"{phase} failed on {host} (rc {rc}): {_short(text)}")
 
 
-def _classify_rsync(phase: str, rc: object, text: str, stderr: str, host: str) -> StepError:
+def _classify_rsync(
+    phase: str, rc: object, text: str, stderr: str, host: str, known_hosts: str
+) -> StepError:
     """A failed rsync: what the data or the far end did (251), or a lost connection (255).
 
     The order matters: a full disk or a refusal also ends in a broken protocol stream (rc 12), and
@@ -162,7 +172,8 @@ def _classify_rsync(phase: str, rc: object, text: str, stderr: str, host: str) -
     if "rrsync error" in low:
         return RefusedError(f"host refused the {phase}: {_short(said)}")
     if any(s in low for s in _HOST_KEY) or _SSH_AUTH_RE.search(low):
-        return classify_unreachable({"msg": text}, host)  # ssh under rsync could not log in
+        # ssh under rsync could not log in
+        return classify_unreachable({"msg": text}, host, known_hosts)
     if "rsync: command not found" in low or "rsync: not found" in low:
         return RemoteMissing(f"rsync is not installed on {host}")
     if rc in _RSYNC_CONNECTION_RCS or any(s in low for s in _CONNECTION_LOST):

@@ -26,7 +26,14 @@ import ansible_runner
 
 from runner import resources
 from runner.errors import Interrupted, StepError, TransportError
-from runner.events import TASKS, TaskDone, answer_of, classify_failure, classify_unreachable
+from runner.events import (
+    SSH_KNOWN_HOSTS,
+    TASKS,
+    TaskDone,
+    answer_of,
+    classify_failure,
+    classify_unreachable,
+)
 from runner.steps import HostSpec
 
 # AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
@@ -104,6 +111,7 @@ class PlayEvents:
 class _Collector:
     host_label: str
     events: PlayEvents
+    known_hosts: str
     failure: StepError | None = None
     done: list[TaskDone] = field(default_factory=list)
 
@@ -121,9 +129,13 @@ class _Collector:
         elif kind == "runner_retry" and phase:
             self.events.on_retry(phase)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            self.failure = self.failure or classify_failure(phase or "task", res, self.host_label)
+            self.failure = self.failure or classify_failure(
+                phase or "task", res, self.host_label, self.known_hosts
+            )
         elif kind == "runner_on_unreachable":
-            self.failure = self.failure or classify_unreachable(res, self.host_label)
+            self.failure = self.failure or classify_unreachable(
+                res, self.host_label, self.known_hosts
+            )
         return True  # keep ansible-runner's own job_events files: they are the step's audit log
 
 
@@ -301,7 +313,10 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     extravars = {**request.extravars, "step_host": pattern or INVENTORY_HOST}
     request.private_dir.mkdir(parents=True, exist_ok=True)
     (request.private_dir / "tmp").mkdir(exist_ok=True)
-    collector = _Collector(request.host.label(), events)
+    known = request.host.known_hosts
+    collector = _Collector(
+        request.host.label(), events, str(known.resolve()) if known else SSH_KNOWN_HOSTS
+    )
     guard_pidfile = request.private_dir / "tmp" / f"guard-{request.ident}.pid"
     guard_pidfile.unlink(missing_ok=True)
     guarded = [str(os.getpid()), str(guard_pidfile), "ansible-playbook", str(resources.playbook())]

@@ -150,6 +150,8 @@ def test_check_exits_with_a_code_per_cause(ssh_host: SshHost, tmp_path: Path) ->
         out = run_cli("check", target, *flags, *extra)
         assert out.returncode == code, (code, out.stdout, out.stderr)
         assert f"NOT ready (exit {code})" in out.stdout and "Traceback" not in out.stderr
+        if code == 252:  # the message names the file to fix
+            assert str(empty_known_hosts) in out.stdout
 
 
 @pytest.mark.parametrize(
