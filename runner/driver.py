@@ -205,16 +205,41 @@ class StepDriver:
         )
 
     def fail(self, exc: StepError) -> None:
+        """Record the failure and tell in its message what is left where, and what to run."""
+        record, step_id = self.record, self.record.step_id
         if isinstance(exc, Interrupted):
             exc.reason = (
                 f"interrupted; the step's record is kept: finish it with "
-                f"`extcomp-ssh resume {self.record.step_id}`"
+                f"`extcomp-ssh resume {step_id}`"
             )
-            self.record.outcome = Outcome.INTERRUPTED
+            record.outcome = Outcome.INTERRUPTED
         else:
-            self.record.outcome = Outcome.ERROR
-        self.record.exit_code, self.record.reason = exc.exit_code, exc.reason
-        self.store.save(self.record)
+            record.outcome = Outcome.ERROR
+            left = Phase.MKDIR in record.phases_done and Phase.CLEAN not in record.phases_done
+            if isinstance(exc, TransportError) and record.connected:
+                exc.reason += (
+                    f"; gave up after {self.spec.reconnect_attempts} reconnection attempts. The "
+                    f"step's record is kept: finish it with `extcomp-ssh resume {step_id}` once "
+                    "the host answers"
+                    + (
+                        f", or remove its work dir with `extcomp-ssh clean {step_id}`"
+                        if left
+                        else ""
+                    )
+                )
+            elif left:
+                exc.reason += (
+                    f"; its work dir {self._remote_dir()} on {self.spec.host.label()} still holds "
+                    f"the pushed inputs: remove it with `extcomp-ssh clean {step_id}`"
+                )
+        record.exit_code, record.reason = exc.exit_code, exc.reason
+        self.store.save(record)
+
+    def _remote_dir(self) -> str:
+        where = self.record.rsync_dir or self.record.work_id
+        if where.startswith("/"):
+            return where
+        return f"{self.spec.remote_base or 'the site base'}/{where}"
 
 
 def merge_into(partial: Path, target: Path) -> Path:

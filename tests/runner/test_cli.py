@@ -179,3 +179,27 @@ def test_bad_step_file_is_explained(tmp_path: Path) -> None:
     assert out.returncode == 2 and "'inputs' has the wrong type" in out.stderr
     (tmp_path / "s.yml").write_text("host: h\ncolour: red\n")
     assert "unknown key 'colour'" in run_cli("run", str(tmp_path / "s.yml")).stderr
+
+
+def test_a_failure_after_the_push_says_where_the_inputs_are(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("secret input\n")
+    out = run_cli(
+        "run",
+        "--host",
+        ssh_host.target,
+        *host_flags(ssh_host),
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--results",
+        str(tmp_path / "r"),
+        "--entry",
+        "no_such_entry.sh",
+    )
+    assert out.returncode == 127, out.stderr
+    step_id = out.stderr.split()[1]
+    assert f"`extcomp-ssh clean {step_id}`" in out.stderr
+    assert list(ssh_host.base.glob("*/in.txt")), "the inputs are still on the host, as it says"
+    assert run_cli("clean", step_id).returncode == 0
+    assert not list(ssh_host.base.glob("*/in.txt"))
