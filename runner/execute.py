@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import ansible_runner
+from types import ModuleType
+from typing import Any, cast
 
 from runner import resources
-from runner.errors import Interrupted, StepError, TransportError
+from runner.errors import Interrupted, StepError, TransportError, UsageError
 from runner.events import (
     SSH_KNOWN_HOSTS,
     TASKS,
@@ -306,6 +305,19 @@ def _reap(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
+def _ansible_runner() -> ModuleType:
+    """ansible_runner, imported when a playbook runs: `extcomp-ssh --help`, usage errors and the
+    step records work on a host that has not installed the `ssh` extra."""
+    try:
+        import ansible_runner
+    except ImportError:
+        raise UsageError(
+            "SSH mode needs ansible-runner and ansible-core, which are not installed here: "
+            "install the `ssh` (or `workflow`) extra, e.g. pip install 'mint-extcomp[workflow]'"
+        ) from None
+    return cast(ModuleType, ansible_runner)
+
+
 def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     """Run the playbook with `request.tags`; return the finished tasks or raise a StepError."""
     inventory, pattern = inventory_for(request.host)
@@ -322,7 +334,7 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     guarded = [str(os.getpid()), str(guard_pidfile), "ansible-playbook", str(resources.playbook())]
     warming = _prewarm(request.host)
     with _stop_on_signals(guard_pidfile) as stop:
-        result = ansible_runner.run(
+        result = _ansible_runner().run(
             private_data_dir=str(request.private_dir),
             binary=sys.executable,
             cmdline=shlex.join(["-I", "-S", "-c", _GUARD, *guarded]),

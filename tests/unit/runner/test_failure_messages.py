@@ -1,4 +1,4 @@
-"""What a failed step's message tells the user to run: resume, clean, or nothing."""
+"""What a failed step tells the user: what to run next (resume, clean), or what to install."""
 
 from __future__ import annotations
 
@@ -55,3 +55,12 @@ def test_the_message_names_what_to_run(
     for word in {"resume", "clean"} - set(says):
         assert f"extcomp-ssh {word}" not in exc.reason
     assert store.load(step_id).reason == exc.reason
+
+
+def test_without_the_ssh_extra_a_step_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runner import execute
+    from runner.errors import UsageError
+
+    monkeypatch.setitem(__import__("sys").modules, "ansible_runner", None)
+    with pytest.raises(UsageError, match=r"mint-extcomp\[workflow\]"):
+        execute._ansible_runner()
