@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,33 @@ def test_help_and_usage_errors_with_only_one_extra(extra: str) -> None:
         if proc.returncode != want or "Traceback" in proc.stderr:
             failures.append(f"{script} {' '.join(argv)} → {proc.returncode}: {proc.stderr[-300:]}")
     assert not failures, "\n".join(failures)
+
+
+# Commands that need another extra's package: one line naming the extra, exit 2, no traceback.
+NEEDS = [
+    ("extcomp-api", ["calcs", "list", "--url", "https://127.0.0.1:9", "--token", "x"], "poll"),
+    ("extcomp-api", ["--config", "/nonexistent.yml", "serve"], "api"),
+    ("extcomp-poller", ["--config", "{poller.yml}"], "poll"),
+]
+POLLER_CONFIG = (
+    "site: s\nurl: https://127.0.0.1:9\ntoken: x\nwork_base: {tmp}/work\n"
+    "state_dir: {tmp}/state\ncommands: {{x: {{argv: [/bin/true]}}}}\n"
+)
+
+
+@pytest.mark.parametrize(("script", "argv", "extra"), NEEDS)
+def test_a_command_without_its_extra_names_it(
+    script: str, argv: list[str], extra: str, tmp_path: Path
+) -> None:
+    (tmp_path / "poller.yml").write_text(POLLER_CONFIG.format(tmp=tmp_path))
+    argv = [str(tmp_path / "poller.yml") if a == "{poller.yml}" else a for a in argv]
+    blocked = EXTRA_PACKAGES[extra]
+    proc = subprocess.run(
+        [sys.executable, "-c", LAUNCH, ",".join(blocked), SCRIPTS[script], script, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and f"mint-extcomp[{extra}]" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

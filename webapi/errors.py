@@ -140,6 +140,22 @@ EXIT_CODES: dict[Exit, str] = {
 }
 
 
+# Which extra brings a third-party package, for the one-line error when it is not installed.
+EXTRA_OF = {"requests": "poll", "urllib3": "poll", "bottle": "api", "cheroot": "api"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line error for a package of an extra this host did not install (None: not ours)."""
+    root = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {root}, which is not installed here: install the {extra!r} extra "
+        f"(pip install 'mint-extcomp[{extra}]'; on a workflow host 'mint-extcomp[workflow]')"
+    )
+
+
 def exit_epilog(codes: Iterable[Exit], *, program_codes: bool = False) -> str:
     """An argparse epilog listing `codes` (use RawDescriptionHelpFormatter)."""
     lines = ["exit codes:"]
