@@ -272,3 +272,68 @@ def test_an_unusable_list_refuses_every_pull(host: tuple[Path, Path]) -> None:
     )
     (site / "never-return.conf").write_text(NEVER)
     assert answer(helper(host, "check", "--entry", "test_entry.sh"))["never_return_patterns"] == 4
+
+
+def apply_site_files(tmp_path: Path, never_return: list[str]) -> subprocess.CompletedProcess[str]:
+    """The ssh_target role's site files (helper, scripts, never-return list) into a local dir."""
+    play = tmp_path / "play.yml"
+    site = tmp_path / "role-site"
+    play.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "Site files",
+                    "hosts": "localhost",
+                    "connection": "local",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Install the site files",
+                            "ansible.builtin.include_role": {
+                                "name": "ssh_target",
+                                "tasks_from": "site_files.yml",
+                            },
+                            "vars": {
+                                "ssh_target_site_dir": str(site),
+                                "ssh_target_files_owner": str(os.getuid()),
+                                "ssh_target_python": sys.executable,
+                                "ssh_target_never_return": never_return,
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run(
+        [
+            *(str(bin_dir / "ansible-playbook"), "-i", "localhost,", str(play)),
+            *("-e", f"ansible_python_interpreter={sys.executable}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(resources.ansible_cfg()),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        },
+    )
+
+
+@pytest.mark.slow
+def test_the_role_writes_the_list_the_helper_reads(tmp_path: Path) -> None:
+    done = apply_site_files(tmp_path, ["*.secret", "licence/**"])
+    assert done.returncode == 0, done.stdout[-3000:]
+    conf = tmp_path / "role-site" / "never-return.conf"
+    lines = [ln for ln in conf.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["*.secret", "licence/**"]
+    assert conf.stat().st_mode & 0o777 == 0o644
+    site, base = tmp_path / "role-site", tmp_path / "base"
+    base.mkdir()
+    assert answer(helper((site, base), "check"))["never_return_patterns"] == 2
+    bad = apply_site_files(tmp_path, ["*.secret", "/"])
+    assert bad.returncode != 0 and "bad never-return pattern" in bad.stdout
+    assert conf.read_text().count("licence/**") == 1, "a bad list is never written"
