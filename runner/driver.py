@@ -103,8 +103,9 @@ class StepDriver:
         record.connected = True
         began = self._started.pop(done.phase, None)
         if began is not None:
-            record.seconds[done.phase] = round(
-                record.seconds.get(done.phase, 0.0) + time.monotonic() - began, 3
+            timed = Phase.PULL if done.phase == "purge" else done.phase  # part of the pull
+            record.seconds[timed] = round(
+                record.seconds.get(timed, 0.0) + time.monotonic() - began, 3
             )
         if done.phase == Phase.MKDIR:
             record.rsync_dir = done.answer.get("rsync_dir") or record.rsync_dir

@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "Push the input files": "push",
     "Start the entry script, detached from this connection": "start",
     "Wait for the entry script to finish": "wait",
+    "Remove what must never leave the host": "purge",
     "Pull the whole work dir back": "pull",
     "Remove the work dir from the host": "clean",
     "Check the host's set-up": "check",

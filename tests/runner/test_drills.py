@@ -58,10 +58,17 @@ class DrillHost:
         return replace(spec, **changes)
 
 
+# The drill host's never-return list, and a secret of the site that its program copies around.
+NEVER_RETURN = "*.secret\nlicence/**\n"
+TOKEN = "licence-server-token-" + os.urandom(8).hex()
+
+
 @pytest.fixture(scope="module")
 def drill() -> Iterator[DrillHost]:
     root = Path(tempfile.mkdtemp(prefix="extcomp-drill-"))
     box = DrillHost(start_sshd(root / "host"))
+    (box.host.site_dir / "never-return.conf").write_text(NEVER_RETURN)
+    (box.host.site_dir / "licence-token").write_text(TOKEN + "\n")
     try:
         yield box
     finally:
@@ -307,3 +314,101 @@ def test_kill_9_of_the_runner_takes_ansible_and_its_ssh_along(
     assert (results / "early.txt").exists()
     log = (results / "remote_program_exec.log").read_text()
     assert log.count("test_entry: cwd=") == 1, "the program ran once"
+
+
+# ---- item 9: what the site says never leaves its host, however the program ends ------------------
+
+SECRET_NAMES = {"licence.secret", "key.secret", "server", "looks-fine.txt"}
+
+
+def leaks(root: Path) -> list[str]:
+    """Never-return names under root, symlinks to them, and files holding the site's token."""
+    found = []
+    for path in root.rglob("*"):
+        if path.name in SECRET_NAMES:
+            found.append(str(path))
+        elif path.is_symlink():
+            if "secret" in os.readlink(path) or "licence/" in os.readlink(path):
+                found.append(f"{path} -> {os.readlink(path)}")
+        elif path.is_file():
+            with contextlib.suppress(FileNotFoundError):  # rsync's temp file, renamed meanwhile
+                if TOKEN in path.read_text(errors="replace"):
+                    found.append(f"{path} (holds the token)")
+    return found
+
+
+def watch_for_leaks(where: Path) -> tuple[threading.Event, list[str], threading.Thread]:
+    """Look into every partial dir under `where` while a step runs, for a leak seen in flight."""
+    stop, seen = threading.Event(), []
+
+    def look() -> None:
+        while not stop.is_set():
+            for partial in where.glob(".*.partial"):
+                # FileNotFoundError: renamed into place (or a temp file renamed) while we looked
+                with contextlib.suppress(FileNotFoundError):
+                    seen.extend(x for x in leaks(partial) if x not in seen)
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    return stop, seen, thread
+
+
+ENDINGS = {
+    "normal exit": (["exit", "0"], None, 0),
+    "non-zero exit": (["exit", "3"], None, 3),
+    "timeout": (["sleep", "60"], 1.5, 124),
+    "runner killed, then resume": (["await", "go", "exit", "0"], None, 0),
+    "normal exit, unrestricted key": (["exit", "0"], None, 0),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_never_return_files_never_reach_the_workflow_side(
+    drill: DrillHost, tmp_path: Path, ending: str
+) -> None:
+    """The program leaves secrets (by pattern, in a subdir, in a listed dir, and behind an
+    innocent symlink) and does not clean up; the site's list keeps them on the host in every
+    ending, while the other results come back."""
+    host = drill.host
+    token = str(host.site_dir / "licence-token")
+    tail, timeout, code = ENDINGS[ending]
+    program = [
+        *("copy", token, "licence.secret", "mkdir", "deep/er", "copy", token, "deep/er/key.secret"),
+        *("mkdir", "licence", "copy", token, "licence/server"),
+        *("link", "looks-fine.txt", "licence.secret", "put", "result.txt", "fine"),
+        *tail,
+    ]
+    results = tmp_path / "results"
+    stop, seen, watcher = watch_for_leaks(tmp_path)
+    try:
+        if ending == "runner killed, then resume":
+            proc = subprocess.Popen(
+                cli(
+                    "run",
+                    *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
+                    *("--results", str(results), "--", *program),
+                ),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            record = wait_for(started_on_host(host), "the program to start")
+            kill_tree(proc.pid)
+            proc.wait()
+            (host.base / record.work_id / "go").touch()
+            out = subprocess.run(
+                cli("resume", record.step_id), capture_output=True, text=True, timeout=120
+            )
+            assert out.returncode == code, out.stderr
+        else:
+            spec = drill.spec(results, *program, timeout=timeout)
+            if ending.endswith("unrestricted key"):
+                spec = replace(spec, host=host_spec(host, "plain"))
+            assert run_step(spec).exit_code == code
+    finally:
+        stop.set()
+        watcher.join()
+    assert (results / "result.txt").read_text() == "fine\n"
+    assert (results / "deep" / "er").is_dir() and (results / "licence").is_dir()
+    assert leaks(results) == []
+    assert seen == [], "nothing of it was ever in the partial dir either"
