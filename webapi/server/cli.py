@@ -60,11 +60,14 @@ def _users(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from webapi.server.config import load_config
-    from webapi.server.serve import run
+    from webapi.server.serve import file_error, run
 
     path = _config_path(args)
     conf = load_config(path)
-    _setup_logging(conf.log_file, args.verbose)
+    try:
+        _setup_logging(conf.log_file, args.verbose)
+    except OSError as exc:  # only opening the log file can fail: a ConfigError naming it (exit 2)
+        raise file_error("log_file", conf.log_file or path, exc, "create and write") from None
     return run(path)
 
 
