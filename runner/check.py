@@ -1,4 +1,8 @@
-"""`extcomp-ssh check`: can we connect, are the helper, rsync and the entry script there."""
+"""`extcomp-ssh check`: can we connect, are the helper, rsync and the entry script there.
+
+A failed check exits with the code a step would exit with for the same cause (the table in
+`extcomp-ssh --help`), so a script can tell a wrong host key from a missing entry script.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.driver import StepDriver
-from runner.errors import StepError
+from runner.errors import EXIT_BASE_UNUSABLE, EXIT_MISSING, EXIT_NOT_EXECUTABLE, StepError
 from runner.record import StepRecord, StepStore, spec_to_dict
 from runner.steps import HostSpec, StepSpec
 
@@ -18,6 +22,7 @@ from runner.steps import HostSpec, StepSpec
 class CheckReport:
     ok: bool
     lines: tuple[tuple[str, bool, str], ...]
+    exit_code: int = 0  # of the first failed check; 0 when all passed
 
 
 def check_host(
@@ -54,7 +59,7 @@ def check_host(
         lines.append(("connect", connected, host.label() if connected else exc.reason))
         if connected:
             lines.append(("helper", False, exc.reason))
-        return CheckReport(False, tuple(lines))
+        return CheckReport(False, tuple(lines), exc.exit_code)
     finally:
         shutil.rmtree(store.step_dir(record.step_id), ignore_errors=True)
     info = next((d.answer for d in done if d.phase == "check"), {})
@@ -70,6 +75,7 @@ def check_host(
     lines.append(("rsync", bool(info.get("rsync")), info.get("rsync_version") or "not found"))
     entry_ok = bool(info.get("entry_executable"))
     entry_note = "" if entry_ok else (" not executable" if info.get("entry_exists") else " missing")
+    entry_code = EXIT_NOT_EXECUTABLE if info.get("entry_exists") else EXIT_MISSING
     lines.append(("entry", entry_ok, f"{info.get('entry')}{entry_note}"))
     lines.append(
         (
@@ -78,4 +84,6 @@ def check_host(
             f"{info.get('base')} ({(info.get('base_free_bytes') or 0) / 2**30:.1f} GiB free)",
         )
     )
-    return CheckReport(all(ok for _, ok, _ in lines), tuple(lines))
+    codes = {"rsync": EXIT_MISSING, "entry": entry_code, "base": EXIT_BASE_UNUSABLE}
+    failed = [codes[name] for name, ok, _ in lines if not ok]
+    return CheckReport(not failed, tuple(lines), failed[0] if failed else 0)

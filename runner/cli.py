@@ -13,7 +13,7 @@ from pathlib import Path
 from runner import driver
 from runner.check import check_host
 from runner.errors import EXIT_CODES, StepError, UsageError
-from runner.mint_exec import mint_spec
+from runner.mint_exec import entry_name, mint_spec, parse_words
 from runner.progress import Progress
 from runner.record import StepRecord, StepStore
 from runner.stepfile import spec_from_args
@@ -109,7 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _host_flags(me, with_host=False)
     me.add_argument("--timeout", type=float, help="kill the remote program after this many s")
-    ck = sub.add_parser("check", help="can we connect; are the helper, rsync, entry script there")
+    ck = sub.add_parser(
+        "check",
+        help="can we connect; are the helper, rsync, entry script there",
+        description="Exits 0 when ready, else with the code a step would exit with for the "
+        "first failed check (see the table in extcomp-ssh --help): 255 unreachable, 252 host "
+        "key, 253 auth, 254 refused by the gate, 127 helper/rsync/entry missing, 126 entry "
+        "not executable, 125 work-dir base unusable.",
+    )
     ck.add_argument("target", metavar="HOST", help="alias, host, user@host or user@host:port")
     _host_flags(ck, with_host=False)
     ck.add_argument("--entry", default=DEFAULT_ENTRY)
@@ -233,6 +240,7 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
             json.dumps(
                 {
                     "ok": report.ok,
+                    "exit_code": report.exit_code,
                     "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in report.lines],
                 }
             )
@@ -240,8 +248,8 @@ def _cmd_check(ns: argparse.Namespace, store: StepStore) -> int:
     else:
         for check, ok, detail in report.lines:
             print(f"{check:8} {'ok' if ok else 'FAIL':4}  {detail}")
-        print("verdict  " + ("ready" if report.ok else "NOT ready"))
-    return 0 if report.ok else 1
+        print("verdict  " + ("ready" if report.ok else f"NOT ready (exit {report.exit_code})"))
+    return report.exit_code
 
 
 def _cmd_mint_exec(ns: argparse.Namespace, store: StepStore) -> int:
@@ -254,6 +262,9 @@ def _cmd_mint_exec(ns: argparse.Namespace, store: StepStore) -> int:
         remote_base=ns.remote_base,
         timeout=ns.timeout,
     )
+    _, mapped = entry_name(parse_words(ns.words)["client_cmd"])
+    if mapped:
+        print(mapped, file=sys.stderr)
     try:
         result = driver.run_step(spec, store=store, progress=Progress())
     except StepError as exc:

@@ -7,6 +7,7 @@ simply runs the playbook again from the first phase the record does not show as 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -28,7 +29,7 @@ from runner.errors import (
 )
 from runner.events import TaskDone
 from runner.progress import Progress
-from runner.record import StepRecord, StepStore
+from runner.record import StepRecord, StepStore, relative_paths, spec_to_dict
 from runner.steps import PHASES, Outcome, Phase, StepResult, StepSpec
 
 log = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ class StepDriver:
         record.connected = True
         began = self._started.pop(done.phase, None)
         if began is not None:
-            record.seconds[done.phase] = round(
-                record.seconds.get(done.phase, 0.0) + time.monotonic() - began, 3
+            timed = Phase.PULL if done.phase == "purge" else done.phase  # part of the pull
+            record.seconds[timed] = round(
+                record.seconds.get(timed, 0.0) + time.monotonic() - began, 3
             )
         if done.phase == Phase.MKDIR:
             record.rsync_dir = done.answer.get("rsync_dir") or record.rsync_dir
@@ -204,16 +206,41 @@ class StepDriver:
         )
 
     def fail(self, exc: StepError) -> None:
+        """Record the failure and tell in its message what is left where, and what to run."""
+        record, step_id = self.record, self.record.step_id
         if isinstance(exc, Interrupted):
             exc.reason = (
                 f"interrupted; the step's record is kept: finish it with "
-                f"`extcomp-ssh resume {self.record.step_id}`"
+                f"`extcomp-ssh resume {step_id}`"
             )
-            self.record.outcome = Outcome.INTERRUPTED
+            record.outcome = Outcome.INTERRUPTED
         else:
-            self.record.outcome = Outcome.ERROR
-        self.record.exit_code, self.record.reason = exc.exit_code, exc.reason
-        self.store.save(self.record)
+            record.outcome = Outcome.ERROR
+            left = Phase.MKDIR in record.phases_done and Phase.CLEAN not in record.phases_done
+            if isinstance(exc, TransportError) and record.connected:
+                exc.reason += (
+                    f"; gave up after {self.spec.reconnect_attempts} reconnection attempts. The "
+                    f"step's record is kept: finish it with `extcomp-ssh resume {step_id}` once "
+                    "the host answers"
+                    + (
+                        f", or remove its work dir with `extcomp-ssh clean {step_id}`"
+                        if left
+                        else ""
+                    )
+                )
+            elif left:
+                exc.reason += (
+                    f"; its work dir {self._remote_dir()} on {self.spec.host.label()} still holds "
+                    f"the pushed inputs: remove it with `extcomp-ssh clean {step_id}`"
+                )
+        record.exit_code, record.reason = exc.exit_code, exc.reason
+        self.store.save(record)
+
+    def _remote_dir(self) -> str:
+        where = self.record.rsync_dir or self.record.work_id
+        if where.startswith("/"):
+            return where
+        return f"{self.spec.remote_base or 'the site base'}/{where}"
 
 
 def merge_into(partial: Path, target: Path) -> Path:
@@ -281,12 +308,65 @@ def run_step(
     return complete(StepDriver(store, record, progress), step_phases(spec))
 
 
+def load_record(store: StepStore, step_id: str) -> StepRecord:
+    """A step's record, ready to run from any dir.
+
+    Records written before 0.2 may hold paths relative to the dir the step was started in, and do
+    not say which dir that was. The step's first playbook run tells: ansible-runner keeps its extra
+    vars (`ansible/env/extravars`), and their partial dir was resolved against that dir. Failing
+    that (the step never reached a playbook run), the current dir is taken when every file the
+    step still needs is there; otherwise this is a usage error that leaves the record as it was.
+    """
+    record = store.load(step_id)
+    relative = relative_paths(record.spec) if record.cwd is None else []
+    if not relative:
+        return record
+    origin = _origin_of_old_record(store, record)
+    if origin is None:
+        origin = Path.cwd()
+        spec = record.step_spec()
+        needed = [p for p in (spec.host.key, spec.host.known_hosts, spec.host.inventory) if p]
+        if Phase.PUSH not in record.phases_done:
+            needed += spec.inputs
+        missing = [str(p) for p in needed if not p.exists()]
+        if missing:
+            raise UsageError(
+                f"step {step_id} was recorded with paths relative to the dir it was started in "
+                f"({', '.join(relative)}), and {', '.join(missing)} is not here: run "
+                f"`extcomp-ssh resume {step_id}` from that dir"
+            )
+    record.spec = spec_to_dict(record.step_spec(), origin)
+    record.cwd = str(origin)
+    store.save(record)
+    log.info("step %s: paths made absolute against %s", step_id, origin)
+    return record
+
+
+def _origin_of_old_record(store: StepStore, record: StepRecord) -> Path | None:
+    """The dir an old record was made in, from its first playbook run's partial dir; or None."""
+    extravars = store.step_dir(record.step_id) / "ansible" / "env" / "extravars"
+    try:
+        partial = Path(json.loads(extravars.read_text())["step_partial_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    results = Path(record.spec["results_dir"])
+    if results.is_absolute() or record.spec.get("merge_results") or ".." in results.parts:
+        return None
+    origin = partial.parent
+    for _ in results.parent.parts:
+        origin = origin.parent
+    # Only if that really is the dir: the same partial dir, resolved from there.
+    if (origin / results).parent.resolve() / partial.name != partial:
+        return None
+    return origin
+
+
 def resume_step(
     step_id: str, *, store: StepStore | None = None, progress: Progress | None = None
 ) -> StepResult:
     """Finish a step from its record, from the first phase not yet done."""
     store = store or StepStore()
-    record = store.load(step_id)
+    record = load_record(store, step_id)
     driver = StepDriver(store, record, progress)
     if record.outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMEOUT):
         return driver.result(driver.spec.results_dir)
@@ -302,7 +382,7 @@ def run_part(
 ) -> StepRecord:
     """Run some phases of a recorded step again (the debugging verbs push/exec/pull/clean)."""
     store = store or StepStore()
-    record = store.load(step_id)
+    record = load_record(store, step_id)
     record.phases_done = [p for p in record.phases_done if p not in phases]
     driver = StepDriver(store, record, progress)
     try:
@@ -329,6 +409,6 @@ def start_part(
 def remote_status(step_id: str, *, store: StepStore | None = None) -> StepRecord:
     """Ask the host for a step's state and keep the answer in its record."""
     store = store or StepStore()
-    drv = StepDriver(store, store.load(step_id))
+    drv = StepDriver(store, load_record(store, step_id))
     drv.run_tags(("status",))
     return drv.record

@@ -73,12 +73,16 @@ class TransportError(StepError):
 # Exit codes the runner itself uses; a remote program exiting with one of these is still
 # reported with it, and the step record/--json output says which it was (outcome field).
 EXIT_TIMEOUT = 124
+EXIT_BASE_UNUSABLE = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_MISSING = 127
 EXIT_CODES: dict[int, str] = {
     2: "usage or configuration error (nothing was run)",
     EXIT_TIMEOUT: "step timeout: the remote program was killed, what existed was pulled",
-    125: "the remote helper failed (work dir could not be created, vanished, program lost)",
-    126: "the entry script is not executable",
-    127: "the helper or the entry script is missing on the host",
+    EXIT_BASE_UNUSABLE: "the remote helper failed (work dir could not be created, vanished, "
+    "program lost)",
+    EXIT_NOT_EXECUTABLE: "the entry script is not executable",
+    EXIT_MISSING: "the helper, rsync or the entry script is missing on the host",
     130: "interrupted (Ctrl-C); finish it with `extcomp-ssh resume STEP_ID`",
     251: "transfer failed (rsync: remote disk full, I/O error)",
     252: "host key unknown or changed (host keys are pinned)",

@@ -3,7 +3,8 @@
 One call of `play()` is one ansible-playbook run with some of the step's tags. It builds the ssh
 options (pinned host keys, one ControlMaster connection shared by Ansible's raw tasks and rsync,
 keep-alives so a dead link is noticed), the inventory and the extra vars, and reports each event
-to a callback; failures come back as typed errors from runner.events.
+to a callback; failures come back as typed errors from runner.events. ansible-playbook, its
+workers and the ssh and rsync they run never outlive the runner, however it ends (see _GUARD).
 """
 
 from __future__ import annotations
@@ -19,19 +20,67 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import ansible_runner
+from types import ModuleType
+from typing import Any, cast
 
 from runner import resources
-from runner.errors import Interrupted, StepError, TransportError
-from runner.events import TASKS, TaskDone, answer_of, classify_failure, classify_unreachable
+from runner.errors import Interrupted, StepError, TransportError, UsageError
+from runner.events import (
+    SSH_KNOWN_HOSTS,
+    TASKS,
+    TaskDone,
+    answer_of,
+    classify_failure,
+    classify_unreachable,
+)
 from runner.steps import HostSpec
 
 # AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
 _CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
 CONNECT_TIMEOUT_S = 10
 INVENTORY_HOST = "extcomp_target"
+
+# ansible-playbook runs below this guard (ansible_runner's `binary` is `python -I -S -c _GUARD`),
+# so that it cannot outlive the runner, whatever ends the runner (kill -9 included). The guard
+# asks Linux to send it SIGTERM when the runner dies (prctl PR_SET_PDEATHSIG, checked against the
+# race with getppid), starts ansible-playbook as its child and passes SIGTERM on, the runner's
+# Ctrl-C included. ansible-playbook passes SIGTERM on to its workers (each in its own session) and
+# each worker to its process group: the ssh and rsync it runs. SIGKILL follows if that hangs.
+# Only the ssh ControlMaster stays: it detaches by design (ControlPersist) and idles out.
+# Arguments: RUNNER_PID PIDFILE ansible-playbook ARGS...
+_GUARD = """
+import ctypes, os, signal, sys
+runner, pidfile, argv = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+child = 0
+def stop(signum, frame):
+    if child:
+        os.kill(child, signal.SIGTERM)
+        signal.alarm(15)
+def kill(signum, frame):
+    os.kill(child, signal.SIGKILL)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGALRM, kill)
+prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+if prctl is not None:
+    prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != runner:
+    sys.exit(143)  # the runner died before the request took effect
+with open(pidfile + ".new", "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(pidfile + ".new", pidfile)
+child = os.fork()
+if child == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+sys.exit(128 - code if code < 0 else code)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +110,7 @@ class PlayEvents:
 class _Collector:
     host_label: str
     events: PlayEvents
+    known_hosts: str
     failure: StepError | None = None
     done: list[TaskDone] = field(default_factory=list)
 
@@ -78,9 +128,13 @@ class _Collector:
         elif kind == "runner_retry" and phase:
             self.events.on_retry(phase)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            self.failure = self.failure or classify_failure(phase or "task", res, self.host_label)
+            self.failure = self.failure or classify_failure(
+                phase or "task", res, self.host_label, self.known_hosts
+            )
         elif kind == "runner_on_unreachable":
-            self.failure = self.failure or classify_unreachable(res, self.host_label)
+            self.failure = self.failure or classify_unreachable(
+                res, self.host_label, self.known_hosts
+            )
         return True  # keep ansible-runner's own job_events files: they are the step's audit log
 
 
@@ -162,22 +216,47 @@ def _envvars(private_dir: Path, host: HostSpec, ssh_retries: int) -> dict[str, s
     }
 
 
+@dataclass
+class _Stop:
+    """What Ctrl-C or SIGTERM asked for: `stopping` once passed on to the guard (ansible-playbook
+    then stops its workers and their ssh/rsync), `cancel` to have ansible-runner SIGKILL it."""
+
+    guard_pidfile: Path
+    stopping: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def request(self) -> None:
+        if not self.stopping.is_set():
+            try:
+                os.kill(int(self.guard_pidfile.read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass  # not started yet, or already gone: ansible-runner's own cancel will do
+            else:
+                self.stopping.set()
+                return
+        self.cancel.set()  # a second request, or no guard to ask
+
+    @property
+    def requested(self) -> bool:
+        return self.stopping.is_set() or self.cancel.is_set()
+
+
 @contextmanager
-def _cancel_on_signals() -> Iterator[threading.Event]:
-    """Turn Ctrl-C / SIGTERM into a cancel request that ansible-runner polls."""
-    cancel = threading.Event()
+def _stop_on_signals(guard_pidfile: Path) -> Iterator[_Stop]:
+    """Turn Ctrl-C / SIGTERM into a stop request (ansible-runner polls `cancel`)."""
+    stop = _Stop(guard_pidfile)
     if threading.current_thread() is not threading.main_thread():
-        yield cancel
+        yield stop
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, frame: object) -> None:
-        cancel.set()
+        stop.request()
 
     for sig in previous:
         signal.signal(sig, handler)
     try:
-        yield cancel
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -226,6 +305,19 @@ def _reap(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
+def _ansible_runner() -> ModuleType:
+    """ansible_runner, imported when a playbook runs: `extcomp-ssh --help`, usage errors and the
+    step records work on a host that has not installed the `ssh` extra."""
+    try:
+        import ansible_runner
+    except ImportError:
+        raise UsageError(
+            "SSH mode needs ansible-runner and ansible-core, which are not installed here: "
+            "install the `ssh` (or `workflow`) extra, e.g. pip install 'mint-extcomp[workflow]'"
+        ) from None
+    return cast(ModuleType, ansible_runner)
+
+
 def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     """Run the playbook with `request.tags`; return the finished tasks or raise a StepError."""
     inventory, pattern = inventory_for(request.host)
@@ -233,25 +325,32 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     extravars = {**request.extravars, "step_host": pattern or INVENTORY_HOST}
     request.private_dir.mkdir(parents=True, exist_ok=True)
     (request.private_dir / "tmp").mkdir(exist_ok=True)
-    collector = _Collector(request.host.label(), events)
+    known = request.host.known_hosts
+    collector = _Collector(
+        request.host.label(), events, str(known.resolve()) if known else SSH_KNOWN_HOSTS
+    )
+    guard_pidfile = request.private_dir / "tmp" / f"guard-{request.ident}.pid"
+    guard_pidfile.unlink(missing_ok=True)
+    guarded = [str(os.getpid()), str(guard_pidfile), "ansible-playbook", str(resources.playbook())]
     warming = _prewarm(request.host)
-    with _cancel_on_signals() as cancel:
-        result = ansible_runner.run(
+    with _stop_on_signals(guard_pidfile) as stop:
+        result = _ansible_runner().run(
             private_data_dir=str(request.private_dir),
-            playbook=str(resources.playbook()),
+            binary=sys.executable,
+            cmdline=shlex.join(["-I", "-S", "-c", _GUARD, *guarded]),
             inventory=inventory,
             limit=limit,
             extravars=extravars,
             tags=",".join(request.tags),
             envvars=_envvars(request.private_dir, request.host, request.ssh_retries),
             event_handler=collector,
-            cancel_callback=cancel.is_set,
+            cancel_callback=stop.cancel.is_set,
             ident=request.ident,
             quiet=True,
             rotate_artifacts=20,
         )
     _reap(warming)
-    if result.status == "canceled" or cancel.is_set():
+    if result.status == "canceled" or stop.requested:
         raise Interrupted("interrupted")
     if collector.failure is not None:
         raise collector.failure

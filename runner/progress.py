@@ -14,6 +14,7 @@ _LABELS = {
     "push": "pushing inputs",
     "start": "starting the entry script",
     "wait": "running on the host",
+    "purge": "removing what must never leave the host",
     "pull": "pulling results",
     "clean": "removing the work dir",
     "check": "checking the host",

@@ -2,7 +2,8 @@
 
 `extcomp-ssh status` and `resume` need nothing but this record: it is rewritten (temp file,
 fsync, os.replace) after every phase, so a controller killed at any moment leaves a record that
-says exactly which phases completed.
+says exactly which phases completed. Its paths are absolute, resolved against the dir it was made
+in (kept as `cwd`), so a step resumes from any dir.
 """
 
 from __future__ import annotations
@@ -58,36 +59,58 @@ class StepRecord:
     reason: str = ""
     runs: int = 0
     connected: bool = False
+    # The dir the record was made in. Records written before 0.2 have none, and may hold paths
+    # relative to that dir (runner.driver.load_record makes them absolute).
+    cwd: str | None = None
 
     def step_spec(self) -> StepSpec:
-        return spec_from_dict(self.spec)
+        return spec_from_dict(self.spec, Path(self.cwd) if self.cwd else None)
 
 
-def spec_to_dict(spec: StepSpec) -> dict[str, Any]:
+_HOST_PATHS = ("key", "known_hosts", "inventory")
+
+
+def spec_to_dict(spec: StepSpec, cwd: Path | None = None) -> dict[str, Any]:
+    """The spec as the record keeps it: every path absolute, resolved against cwd (default: the
+    current dir). Not `resolve()`: an input keeps the name it was given, symlink or not."""
+    base = cwd or Path.cwd()
     data = asdict(spec)
     host = data.pop("host")
-    data["host"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in host.items()}
-    data["results_dir"] = str(spec.results_dir)
-    data["inputs"] = [str(p) for p in spec.inputs]
+    data["host"] = {k: (str(base / v) if isinstance(v, Path) else v) for k, v in host.items()}
+    data["results_dir"] = str(base / spec.results_dir)
+    data["inputs"] = [str(base / p) for p in spec.inputs]
     data["args"] = list(spec.args)
     data["exclude"] = list(spec.exclude)
     return data
 
 
-def spec_from_dict(data: dict[str, Any]) -> StepSpec:
+def spec_from_dict(data: dict[str, Any], cwd: Path | None = None) -> StepSpec:
+    """The StepSpec of a record; a relative path (an old record) is taken relative to cwd."""
+
+    def path(value: str) -> Path:
+        return cwd / value if cwd is not None else Path(value)
+
     host = dict(data["host"])
-    for key in ("key", "known_hosts", "inventory"):
-        host[key] = Path(host[key]) if host.get(key) else None
+    for key in _HOST_PATHS:
+        host[key] = path(host[key]) if host.get(key) else None
     rest = dict(data)
     rest.pop("host")
     return StepSpec(
         host=HostSpec(**host),
-        results_dir=Path(rest.pop("results_dir")),
-        inputs=tuple(Path(p) for p in rest.pop("inputs")),
+        results_dir=path(rest.pop("results_dir")),
+        inputs=tuple(path(p) for p in rest.pop("inputs")),
         args=tuple(rest.pop("args")),
         exclude=tuple(rest.pop("exclude")),
         **rest,
     )
+
+
+def relative_paths(data: dict[str, Any]) -> list[str]:
+    """The paths of a record's spec that are not absolute (only records written before 0.2)."""
+    host = data.get("host") or {}
+    found = [str(host[k]) for k in _HOST_PATHS if host.get(k)]
+    found += [str(data["results_dir"]), *(str(p) for p in data.get("inputs") or ())]
+    return [p for p in found if not Path(p).is_absolute()]
 
 
 class StepStore:
@@ -104,7 +127,10 @@ class StepStore:
     def new(self, spec: StepSpec) -> StepRecord:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         step_id = f"{spec.name.lower()}-{stamp}-{secrets.token_hex(3)}"
-        record = StepRecord(step_id, spec_to_dict(spec), str(uuid.uuid4()), time.time())
+        cwd = Path.cwd()
+        record = StepRecord(
+            step_id, spec_to_dict(spec, cwd), str(uuid.uuid4()), time.time(), cwd=str(cwd)
+        )
         self.step_dir(step_id).mkdir(parents=True, mode=0o700)
         self.save(record)
         return record

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from webapi.client.cli import CLIENT_EXIT_CODES, add_client_commands
-from webapi.errors import ApiError, ConfigError, Exit, UsageError, exit_epilog
+from webapi.errors import ApiError, ConfigError, Exit, UsageError, exit_epilog, missing_extra
 from webapi.mint.cli import add_mint_commands, calc_id_of_any
 from webapi.server.cli import DEFAULT_CONFIG, ENV_CONFIG, add_server_commands
 
@@ -46,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         print(f"extcomp-api: {exc.message}", file=sys.stderr)
         return Exit.FAILED
+    except ModuleNotFoundError as exc:
+        said = missing_extra(exc)
+        if said is None:
+            raise
+        print(f"extcomp-api: {said}", file=sys.stderr)
+        return Exit.USAGE
     except OSError as exc:
         print(f"extcomp-api: {exc}", file=sys.stderr)
         return Exit.FAILED

@@ -112,6 +112,10 @@ class Exit(IntEnum):
     NOT_ALLOWED = 126
     CANNOT_START = 127
     INTERRUPTED = 130
+    NO_POLLER = 249
+    SERVER_FULL = 250
+    UNKNOWN_SITE = 251
+    COMMAND_REFUSED = 252
     CANCELLED = 253
     REFUSED = 254
     UNREACHABLE = 255
@@ -122,14 +126,34 @@ EXIT_CODES: dict[Exit, str] = {
     Exit.FAILED: "the calc or the command failed without an exit code of its own",
     Exit.USAGE: "usage or configuration error (nothing was sent)",
     Exit.TIMEOUT: "the remote program hit its time limit and was stopped",
-    Exit.HOST_ERROR: "recorded for a calc the external host could not run or record (disk full)",
-    Exit.NOT_ALLOWED: "recorded for a calc whose command is not on the poller's allow-list",
-    Exit.CANNOT_START: "recorded for a calc whose program could not be started",
+    Exit.HOST_ERROR: "the external host could not run or record the calc (disk full, …)",
+    Exit.NOT_ALLOWED: "the poller refused the command (not on its allow-list)",
+    Exit.CANNOT_START: "the program could not be started on the external host",
     Exit.INTERRUPTED: "interrupted (Ctrl-C); the calc goes on on the server",
+    Exit.NO_POLLER: "refused: the site's pollers all belong to other users",
+    Exit.SERVER_FULL: "the server's disk cannot take the files now (nothing lost; try later)",
+    Exit.UNKNOWN_SITE: "the server does not know the site",
+    Exit.COMMAND_REFUSED: "refused: the command is not on the site's list at the server",
     Exit.CANCELLED: "the calc was cancelled",
-    Exit.REFUSED: "refused: token, site, or command not allowed",
-    Exit.UNREACHABLE: "the server could not be reached (after the retries)",
+    Exit.REFUSED: "the token was refused (unknown, expired or not allowed)",
+    Exit.UNREACHABLE: "the server could not be reached or answered off-protocol",
 }
+
+
+# Which extra brings a third-party package, for the one-line error when it is not installed.
+EXTRA_OF = {"requests": "poll", "urllib3": "poll", "bottle": "api", "cheroot": "api"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line error for a package of an extra this host did not install (None: not ours)."""
+    root = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(root)
+    if extra is None:
+        return None
+    return (
+        f"this command needs {root}, which is not installed here: install the {extra!r} extra "
+        f"(pip install 'mint-extcomp[{extra}]'; on a workflow host 'mint-extcomp[workflow]')"
+    )
 
 
 def exit_epilog(codes: Iterable[Exit], *, program_codes: bool = False) -> str:

@@ -3,7 +3,9 @@
 It runs in the ansible-playbook process (no module shipped anywhere, no Python on the host) and
 builds rsync's `-e` command from the same connection options Ansible's ssh plugin uses, so rsync
 rides the ControlMaster connection the raw tasks opened: one handshake per step. Progress goes to
-a small JSON file the runner shows as a progress bar; the result carries bytes and seconds.
+a small JSON file the runner shows as a progress bar; the result carries bytes and seconds. A pull
+that a lost connection cut short resumes: completed files are skipped, and the file in flight is
+kept in a partial dir and finished from where it stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ansible.plugins.action import ActionBase
 _PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+(\S+)")
 _TOTAL_RE = re.compile(r"Total transferred file size: ([\d,]+) bytes")
 _PROGRESS_EVERY_S = 0.2
+_PARTIAL_DIR = ".extcomp-rsync-partial"
 
 
 class ActionModule(ActionBase):
@@ -59,7 +62,10 @@ class ActionModule(ActionBase):
             if not dest:
                 raise AnsibleActionFail("extcomp_rsync pull needs dest")
             os.makedirs(dest, exist_ok=True)
-            argv += ["--", remote, dest.rstrip("/") + "/"]
+            # A pull cut by a lost connection keeps the file it was receiving here; the next
+            # attempt sends only what is missing. rsync excludes the dir from the transfer itself
+            # and removes it once the pull is complete.
+            argv += [f"--partial-dir={_PARTIAL_DIR}", "--", remote, dest.rstrip("/") + "/"]
         started = time.monotonic()
         rc, stdout, stderr = self._run_rsync(argv, args.get("progress_file"), direction)
         seconds = time.monotonic() - started

@@ -1,11 +1,13 @@
 """Render docs/ansible.md from the roles' meta/argument_specs.yml (so the two cannot drift).
 
 python -m tests.ansible.argspec_doc > docs/ansible.md
+python -m tests.ansible.argspec_doc --examples   # rewrite the knob lists of inventories/example
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,16 @@ Playbooks and the roles they apply:
 |---|---|---|
 | `playbooks/setup_workflow_host.yml` | `workflow_hosts` | `workflow_host` |
 | `playbooks/setup_ssh_target.yml` | `ssh_targets` | `ssh_target` (takes the workflow host's \
-public key when `ssh_target_public_key` is empty and `workflow_host` ran in the same run) |
+public key when `ssh_target_public_key` and `ssh_target_public_key_file` are empty and \
+`workflow_host` ran in the same run) |
 | `playbooks/setup_api_server.yml` | `api_servers` | `api_server` |
 | `playbooks/setup_poller.yml` | `pollers` | `poller_host` |
 | `playbooks/site.yml` | all four | the four set-up playbooks in that order |
-| `playbooks/retire.yml` | all four (pick with `--limit`) | `ssh_target` and `poller_host` \
-with `state: absent`, `workflow_host` absent for the aliases in `retire_workflow_aliases` (a list, \
-extra var), `api_server` `tasks_from: revoke` for the tokens labelled `poller:<site>` of the \
-retired pollers |
+| `playbooks/retire.yml` | all four (pick with `--limit`) | first `api_server` `tasks_from: \
+revoke` for the tokens labelled `poller:<site>` of the pollers in `--limit` (from the \
+inventory: no vault, no poller host needed), then `ssh_target` with `state: absent`, \
+`workflow_host` absent for the aliases in `retire_workflow_aliases` (a list, extra var), \
+`poller_host` with `state: absent` (and `poller_host_token: ""`: no vault password needed) |
 
 Playbook-level variable: `retire_workflow_aliases` (list of ssh config aliases to remove from the
 workflow hosts in `retire.yml`; default: none).
@@ -42,6 +46,34 @@ workflow hosts in `retire.yml`; default: none).
 `extcomp_common` is internal: no playbook applies it; `api_server`, `poller_host` and `ssh_target`
 include its entry points with their own values.
 """
+
+
+# Each role's group in inventories/example/group_vars: its active settings, then this line and
+# every knob of defaults/main.yml commented out.
+EXAMPLE_GROUPS = {
+    "ssh_target": "ssh_targets",
+    "workflow_host": "workflow_hosts",
+    "api_server": "api_servers",
+    "poller_host": "pollers",
+}
+KNOBS_LINE = "# ---- every knob and its default " + "-" * 60
+
+
+def example_knobs(role: str) -> str:
+    """defaults/main.yml commented out: what follows KNOBS_LINE in the role's example group_vars."""
+    lines = (REPO / "roles" / role / "defaults" / "main.yml").read_text().splitlines()[1:]
+    return "".join(f"{line}\n" if line.startswith("#") else f"# {line}\n" for line in lines)
+
+
+def example_file(role: str) -> Path:
+    return REPO / "inventories" / "example" / "group_vars" / f"{EXAMPLE_GROUPS[role]}.yml"
+
+
+def write_examples() -> None:
+    for role in EXAMPLE_GROUPS:
+        path = example_file(role)
+        active = path.read_text().split(KNOBS_LINE)[0]
+        path.write_text(f"{active}{KNOBS_LINE}\n{example_knobs(role)}")
 
 
 def _cell(text: str) -> str:
@@ -98,4 +130,7 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    print(render(), end="")
+    if sys.argv[1:] == ["--examples"]:
+        write_examples()
+    else:
+        print(render(), end="")

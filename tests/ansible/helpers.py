@@ -31,6 +31,7 @@ class PlayResult:
     stats: dict[str, dict[str, int]]
     events: list[dict[str, Any]] = field(repr=False)
     stdout: str = field(repr=False)
+    seconds: float = 0.0
 
     @property
     def changed(self) -> int:
@@ -51,6 +52,14 @@ class PlayResult:
             if e.get("event") == "playbook_on_notify"
         ]
 
+    def failures(self) -> list[str]:
+        """The messages of the failed tasks ("task: msg")."""
+        return [
+            f"{e['event_data'].get('task')}: {e['event_data'].get('res', {}).get('msg')}"
+            for e in self.events
+            if e.get("event") == "runner_on_failed"
+        ]
+
     def debug_msgs(self, task: str) -> list[Any]:
         return [
             e["event_data"]["res"].get("msg")
@@ -61,13 +70,18 @@ class PlayResult:
 
 def run_playbook(
     name: str,
-    inventory: dict[str, Any],
+    inventory: dict[str, Any] | Path,
     private_dir: Path,
     *,
     extravars: dict[str, Any] | None = None,
     check: bool = False,
+    cmdline: str = "",
 ) -> PlayResult:
-    """ansible-playbook NAME through ansible-runner with the repo's ansible.cfg."""
+    """ansible-playbook NAME through ansible-runner with the repo's ansible.cfg.
+
+    `inventory` is a dict or an inventory dir/file (for group_vars files, e.g. with a vault);
+    `cmdline` holds more ansible-playbook arguments as a shell would give them (e.g. `-e k=v`).
+    """
     # A fresh private dir per run: ansible-runner keeps env/cmdline (--check!) and extravars in it.
     ident = f"{name.removesuffix('.yml')}-{'check-' if check else ''}{secrets.token_hex(3)}"
     private_dir = private_dir / ident
@@ -82,13 +96,14 @@ def run_playbook(
         "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private_dir.parent / "cp"),
     }
+    started = time.monotonic()
     result = ansible_runner.run(
         private_data_dir=str(private_dir),
         playbook=str(PLAYBOOKS / name),
-        inventory=inventory,
+        inventory=str(inventory) if isinstance(inventory, Path) else inventory,
         extravars=extravars or {},
         envvars=envvars,
-        cmdline="--check --diff" if check else None,
+        cmdline=" ".join(x for x in ("--check --diff" if check else "", cmdline) if x) or None,
         quiet=True,
         ident=ident,
     )
@@ -99,6 +114,7 @@ def run_playbook(
         stats=result.stats or {},
         events=list(result.events),
         stdout=stdout,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -182,6 +198,11 @@ LogLevel VERBOSE
 
 def throwaway_account() -> str:
     return f"extcomp-t{secrets.token_hex(3)}"
+
+
+def make_account(name: str, home: Path) -> None:
+    """A login account with its home at `home` (as the account that runs the MInt workflow)."""
+    subprocess.run(["useradd", "-m", "-d", str(home), "-s", "/bin/sh", name], check=True)
 
 
 def remove_account(name: str) -> None:

@@ -1,13 +1,29 @@
-"""docs/ansible.md, argument_specs and defaults/main.yml name the same variables."""
+"""docs/ansible.md, argument_specs, defaults/main.yml and the example inventory agree; the
+operator's path in docs/setup.md names what the example inventory reads."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.ansible.argspec_doc import REPO, ROLES, render
+from tests.ansible.argspec_doc import (
+    EXAMPLE_GROUPS,
+    KNOBS_LINE,
+    REPO,
+    ROLES,
+    example_file,
+    example_knobs,
+    render,
+)
+
+SETUP_MD = REPO / "docs" / "setup.md"
 
 
 def test_ansible_md_is_generated_from_the_argument_specs() -> None:
@@ -52,3 +68,80 @@ def test_readme_lists_every_variable(role: str) -> None:
     assert not missing
     for section in ("## Requirements", "## Role Variables", "## Example Playbook"):
         assert section in readme
+
+
+@pytest.mark.parametrize("role", list(EXAMPLE_GROUPS))
+def test_example_group_vars_list_every_knob(role: str) -> None:
+    text = example_file(role).read_text()
+    assert KNOBS_LINE in text, "the example has no knob list"
+    assert text.split(KNOBS_LINE + "\n")[1] == example_knobs(role), (
+        "stale knob list: run python -m tests.ansible.argspec_doc --examples"
+    )
+
+
+def test_vault_variable_is_the_one_the_example_reads() -> None:
+    """docs/setup.md's encrypt_string --name and the pollers' group_vars use one name."""
+    pollers = example_file("poller_host").read_text()
+    read = re.findall(r"^poller_host_token: .*\{\{ (\w+)", pollers, re.MULTILINE)
+    assert read == ["vault_poller_host_token"], read
+    names = set(re.findall(r"encrypt_string [^\n]*--name (\w+)", SETUP_MD.read_text()))
+    names |= set(re.findall(r"encrypt_string [^\n]*--name (\w+)", pollers))
+    assert names == set(read), names
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
+def test_a_real_inventory_is_not_tracked() -> None:
+    """cp -r inventories/example inventories/prod (docs/setup.md): git ignores the copy."""
+    for path, ignored in (
+        ("inventories/prod/hosts.yml", True),
+        ("inventories/prod/group_vars/pollers.yml", True),
+        ("inventories/prod-files/tls/privkey.pem", True),
+        ("inventories/example/hosts.yml", False),
+        ("inventories/example-files/nims-xrd-programs/xrd-fit", False),
+        ("inventories/local/hosts.yml", False),
+    ):
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "check-ignore", "-q", "--no-index", path], check=False
+        )
+        assert (done.returncode == 0) == ignored, path
+
+
+def test_the_example_inventory_loads_and_the_playbooks_parse(tmp_path: Path) -> None:
+    """The operator's copy, before any edit: it loads without a warning (no file in it is taken
+    for an inventory source), and site.yml and retire.yml parse with it."""
+    prod = tmp_path / "prod"
+    shutil.copytree(REPO / "inventories" / "example", prod)
+    shutil.copytree(REPO / "inventories" / "example-files", tmp_path / "prod-files")
+    bin_dir = Path(sys.executable).parent
+    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": str(bin_dir), "HOME": str(tmp_path)}
+    hosts = subprocess.run(
+        [str(bin_dir / "ansible-inventory"), "-i", str(prod), "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert hosts.returncode == 0, hosts.stderr
+    assert "WARNING" not in hosts.stderr, hosts.stderr
+    groups = yaml.safe_load(hosts.stdout)
+    for group in ("workflow_hosts", "ssh_targets", "api_servers", "pollers"):
+        assert groups[group]["hosts"], group
+    for playbook in ("site.yml", "retire.yml"):
+        done = subprocess.run(
+            [
+                str(bin_dir / "ansible-playbook"),
+                "-i",
+                str(prod),
+                "--syntax-check",
+                str(REPO / "playbooks" / playbook),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    # What the example's variables name on the controller is in the copy (or made by the docs).
+    pollers = yaml.safe_load((prod / "group_vars" / "pollers.yml").read_text())
+    programs = Path(pollers["poller_host_programs_src"].replace("{{ inventory_dir }}", str(prod)))
+    assert programs.is_dir() and all(p.stat().st_mode & 0o111 for p in programs.iterdir())

@@ -3,12 +3,15 @@
 The "external host" is this machine: the playbooks log in as root through the fixture sshd and
 install into a temp dir for a throwaway account; a second sshd lets that account in with the
 authorized_keys file the role wrote, so the key line, the gate and the restrictions are the ones
-an operator would get. Tests run in file order and share one set-up (module-scoped fixture).
+an operator would get. The workflow side is another throwaway account, named in
+workflow_host_owner as an operator running the play as root does. Tests run in file order and
+share one set-up (module-scoped fixture).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -20,10 +23,12 @@ from typing import Any
 import pytest
 
 from runner import HostSpec, Outcome, StepError, StepSpec, run_step
+from runner.steps import DEFAULT_HELPER
 from tests.ansible.helpers import (
     AccountSshd,
     PlayResult,
     connection_vars,
+    make_account,
     ok,
     remove_account,
     run_playbook,
@@ -35,6 +40,8 @@ from tests.fixtures.sshd import start_sshd, stop_sshd
 
 pytestmark = [
     pytest.mark.slow,
+    # The module's set-up runs six playbooks (up to 40 s each on a busy machine).
+    pytest.mark.timeout(900),
     pytest.mark.skipif(os.geteuid() != 0, reason="creates an account: needs root"),
 ]
 
@@ -57,6 +64,7 @@ class SshWorld:
     base: Path
     ssh_dir: Path  # the workflow side's ~/.ssh
     unrelated: str  # a key line of someone else, already in authorized_keys
+    wf_user: str  # the account that runs the workflow
 
     @property
     def key(self) -> Path:
@@ -100,11 +108,12 @@ class SshWorld:
 @pytest.fixture(scope="module")
 def world() -> Iterator[SshWorld]:
     root = world_readable_tmpdir("extcomp-ansible-ssh-")
-    user = throwaway_account()
+    user, wf_user = throwaway_account(), throwaway_account()
     site = f"t{user[-6:]}"
     host = start_sshd(root / "admin")  # root's own door for the set-up playbooks
     sshd: AccountSshd | None = None
     try:
+        make_account(wf_user, root / "wf-home")
         (root / "home").mkdir()
         (root / "cron.d").mkdir()
         keys = root / "keys" / user / "authorized_keys"
@@ -127,7 +136,7 @@ def world() -> Iterator[SshWorld]:
         unrelated = 'from="10.0.0.1" ' + (root / "other.pub").read_text().strip()
         keys.write_text(unrelated + "\n")
         sshd = start_account_sshd(root / "sshd2", user, keys)
-        ssh_dir = root / "wf" / ".ssh"
+        ssh_dir = root / "wf-home" / ".ssh"  # found by the role from the account
         alias = f"extcomp-{site}"
         conn = connection_vars(host)
         target_vars = {
@@ -142,7 +151,7 @@ def world() -> Iterator[SshWorld]:
         }
         wf_vars = {
             **conn,
-            "workflow_host_ssh_dir": str(ssh_dir),
+            "workflow_host_owner": wf_user,
             "workflow_host_sites": [
                 {
                     "alias": alias,
@@ -165,7 +174,7 @@ def world() -> Iterator[SshWorld]:
         private = root / "runner"
         runs["wf1"] = run_playbook("setup_workflow_host.yml", inventory, private)
         ok(runs["wf1"])
-        target_vars["ssh_target_public_key"] = (ssh_dir / "id_extcomp_ed25519.pub").read_text()
+        target_vars["ssh_target_public_key_file"] = str(ssh_dir / "id_extcomp_ed25519.pub")
         runs["st1"] = run_playbook("setup_ssh_target.yml", inventory, private)
         ok(runs["st1"])
         for name in ("setup_workflow_host.yml", "setup_ssh_target.yml"):
@@ -185,12 +194,14 @@ def world() -> Iterator[SshWorld]:
             base=root / "home" / user / "extcomp-work" / site,
             ssh_dir=ssh_dir,
             unrelated=unrelated,
+            wf_user=wf_user,
         )
     finally:
         if sshd is not None:
             sshd.stop()
         stop_sshd(host)
         remove_account(user)
+        remove_account(wf_user)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -211,6 +222,9 @@ def test_check_mode_runs_and_reports_nothing_to_change(world: SshWorld) -> None:
 def test_files_and_modes(world: SshWorld) -> None:
     key = world.key
     assert key.stat().st_mode & 0o777 == 0o600
+    # In the workflow account's home, its own, although the play ran as root.
+    for path in (world.ssh_dir, key, world.config, world.known_hosts):
+        assert (path.owner(), path.group()) == (world.wf_user, world.wf_user), path
     assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
     assert (world.ssh_dir.stat().st_mode & 0o777) == 0o700
     assert "StrictHostKeyChecking yes" in world.config.read_text()
@@ -325,6 +339,95 @@ def test_rsync_outside_the_work_dirs_is_refused(
     assert not Path("/tmp/extcomp-should-not-exist").exists()
 
 
+def test_a_public_key_cut_by_the_command_line_is_named(world: SshWorld) -> None:
+    """-e ssh_target_public_key="$(cat key.pub)": the shell passes one word, Ansible keeps its
+    first part ("ssh-ed25519"); the play says so and gives the forms that work."""
+    pub = Path(f"{world.key}.pub").read_text().strip()
+    args = "-e ssh_target_public_key_file= -e " + shlex.quote(f"ssh_target_public_key={pub}")
+    bad = run_playbook("setup_ssh_target.yml", world.inventory, world.root / "runner", cmdline=args)
+    assert bad.rc != 0
+    message = " ".join(bad.failures())
+    assert 'ssh_target_public_key gives "ssh-ed25519"' in message, message
+    assert "-e ssh_target_public_key_file=$PWD/key.pub" in message, message
+    assert world.authorized_keys.read_text().count("extcomp-site:") == 1  # nothing written
+
+
+def test_the_documented_quoted_key_form_works(world: SshWorld) -> None:
+    pub = Path(f"{world.key}.pub").read_text().strip()
+    args = "-e ssh_target_public_key_file= -e " + shlex.quote(f"ssh_target_public_key='{pub}'")
+    run = ok(
+        run_playbook("setup_ssh_target.yml", world.inventory, world.root / "runner", cmdline=args)
+    )
+    assert run.changed == 0, run.changed_tasks()
+
+
+def test_unrestricted_key_works_with_the_runner_defaults(world: SshWorld, tmp_path: Path) -> None:
+    """No --helper, no --remote-base: the shim at the runner's default path finds the site."""
+    private = world.root / "runner"
+    extra = {"ssh_target_restricted": False}
+    ok(run_playbook("setup_ssh_target.yml", world.inventory, private, extravars=extra))
+    shim = world.root / "home" / world.user / DEFAULT_HELPER.removeprefix("~/")
+    assert os.access(shim, os.X_OK) and shim.owner() == "root"
+    data = tmp_path / "in.txt"
+    data.write_text("one line\n")
+    host = HostSpec.parse(
+        f"{world.user}@127.0.0.1:{world.sshd.port}", key=world.key, known_hosts=world.known_hosts
+    )
+    spec = StepSpec(
+        host=host,
+        results_dir=tmp_path / "results",
+        inputs=(data,),
+        args=("hello",),
+        keep_remote=True,
+        reconnect_attempts=0,
+    )
+    result = run_step(spec)
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0), result
+    assert (spec.results_dir / "summary.txt").read_text().startswith("in.txt\t1 lines")
+    kept = list(world.base.iterdir())  # the site's base, not the helper's own default (/tmp)
+    assert len(kept) == 1, kept
+    shutil.rmtree(kept[0])
+    # Back to the gated key: the shim goes with the setting.
+    ok(run_playbook("setup_ssh_target.yml", world.inventory, private))
+    assert not shim.exists()
+
+
+def _workflow_only(world: SshWorld, **role_vars: Any) -> dict[str, Any]:
+    mint = world.inventory["all"]["children"]["workflow_hosts"]["hosts"]["mint"]
+    conn = {k: v for k, v in mint.items() if k.startswith("ansible_")}
+    sites = mint["workflow_host_sites"]
+    return {
+        "all": {
+            "children": {
+                "workflow_hosts": {
+                    "hosts": {"mint": {**conn, "workflow_host_sites": sites, **role_vars}}
+                }
+            }
+        }
+    }
+
+
+def test_workflow_host_run_as_root_needs_the_account(world: SshWorld) -> None:
+    run = run_playbook("setup_workflow_host.yml", _workflow_only(world), world.root / "runner")
+    assert run.rc != 0
+    message = " ".join(run.failures())
+    assert "runs as root" in message and "workflow_host_owner" in message, message
+
+
+def test_retire_creates_nothing_in_a_home_without_ssh(world: SshWorld) -> None:
+    other = throwaway_account()
+    home = world.root / "other-home"
+    try:
+        make_account(other, home)
+        shutil.rmtree(home / ".ssh", ignore_errors=True)
+        inventory = _workflow_only(world, workflow_host_owner=other)
+        extra = {"retire_workflow_aliases": [world.alias]}
+        ok(run_playbook("retire.yml", inventory, world.root / "runner", extravars=extra))
+        assert not (home / ".ssh").exists()
+    finally:
+        remove_account(other)
+
+
 def test_retire_removes_only_the_site(world: SshWorld, tmp_path: Path) -> None:
     private = world.root / "runner"
     extra = {"retire_workflow_aliases": [world.alias]}
@@ -336,6 +439,7 @@ def test_retire_removes_only_the_site(world: SshWorld, tmp_path: Path) -> None:
     assert world.base.is_dir()  # work dirs stay unless ssh_target_retire_work_dirs
     assert world.alias not in world.config.read_text()
     assert world.known_hosts.read_text().strip() == ""
+    assert not Path(f"{world.known_hosts}.old").exists()  # no copy of the retired host key
     assert world.key.is_file()  # the key pair may serve other sites
 
     # The alias and pinned key are gone too: check the key itself with a known_hosts of our own.

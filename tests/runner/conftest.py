@@ -52,3 +52,13 @@ def write(path: Path, text: str = "x\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject.toml (not ours to edit here) lists slow and root; register drill if it does not.
+    if not any(str(m).startswith("drill:") for m in config.getini("markers")):
+        config.addinivalue_line(
+            "markers",
+            "drill: fault drills with the real fault (kill -9, full disk, cut link, ...); "
+            "run in CI",
+        )

@@ -121,9 +121,37 @@ def test_check_gives_a_verdict(ssh_host: SshHost) -> None:
     bad = run_cli(
         "check", ssh_host.target, *host_flags(ssh_host), "--entry", "noexec_entry.sh", "--json"
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 126
     checks = {c["check"]: c for c in json.loads(bad.stdout)["checks"]}
     assert checks["entry"]["ok"] is False and "not executable" in checks["entry"]["detail"]
+    assert json.loads(bad.stdout)["exit_code"] == 126
+
+
+def _flags_with(ssh_host: SshHost, flag: str, value: str) -> list[str]:
+    flags = host_flags(ssh_host)
+    flags[flags.index(flag) + 1] = value
+    return flags
+
+
+def test_check_exits_with_a_code_per_cause(ssh_host: SshHost, tmp_path: Path) -> None:
+    """One code per cause, the same a step would exit with (the table in --help)."""
+    empty_known_hosts = tmp_path / "known_hosts"
+    empty_known_hosts.write_text("")
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    cases = {
+        127: (host_flags(ssh_host), ["--entry", "no_such_entry.sh"]),
+        252: (_flags_with(ssh_host, "--known-hosts", str(empty_known_hosts)), []),
+        253: (_flags_with(ssh_host, "--key", str(stranger)), []),
+        255: (host_flags(ssh_host), []),
+    }
+    for code, (flags, extra) in cases.items():
+        target = "root@127.0.0.1:1" if code == 255 else ssh_host.target
+        out = run_cli("check", target, *flags, *extra)
+        assert out.returncode == code, (code, out.stdout, out.stderr)
+        assert f"NOT ready (exit {code})" in out.stdout and "Traceback" not in out.stderr
+        if code == 252:  # the message names the file to fix
+            assert str(empty_known_hosts) in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -151,3 +179,27 @@ def test_bad_step_file_is_explained(tmp_path: Path) -> None:
     assert out.returncode == 2 and "'inputs' has the wrong type" in out.stderr
     (tmp_path / "s.yml").write_text("host: h\ncolour: red\n")
     assert "unknown key 'colour'" in run_cli("run", str(tmp_path / "s.yml")).stderr
+
+
+def test_a_failure_after_the_push_says_where_the_inputs_are(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    (tmp_path / "in.txt").write_text("secret input\n")
+    out = run_cli(
+        "run",
+        "--host",
+        ssh_host.target,
+        *host_flags(ssh_host),
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--results",
+        str(tmp_path / "r"),
+        "--entry",
+        "no_such_entry.sh",
+    )
+    assert out.returncode == 127, out.stderr
+    step_id = out.stderr.split()[1]
+    assert f"`extcomp-ssh clean {step_id}`" in out.stderr
+    assert list(ssh_host.base.glob("*/in.txt")), "the inputs are still on the host, as it says"
+    assert run_cli("clean", step_id).returncode == 0
+    assert not list(ssh_host.base.glob("*/in.txt"))

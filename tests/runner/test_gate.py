@@ -152,3 +152,20 @@ def test_rsync_into_a_work_dir_is_allowed(ssh_host: SshHost, tmp_path: Path) -> 
     assert (ssh_host.base / work / "f.txt").read_text() == "payload"
     assert gated(ssh_host, "extcomp-remote", "clean", work).returncode == 0
     assert not (ssh_host.base / work).exists()
+
+
+def test_no_pull_while_the_program_runs(ssh_host: SshHost, tmp_path: Path) -> None:
+    work = str(uuid.uuid4())
+    assert gated(ssh_host, "extcomp-remote", "mkdir", work).returncode == 0
+    start = ("extcomp-remote", "run", "--entry", "test_entry.sh", work, "--", "await", "go")
+    assert gated(ssh_host, *start).returncode == 0
+    remote = f"{ssh_host.user}@{ssh_host.host}:{work}/"
+    proc = _rsync(ssh_host, remote, str(tmp_path / "early"))
+    assert proc.returncode != 0 and "still runs" in proc.stderr, proc.stderr
+    assert not (tmp_path / "early").exists()
+    (ssh_host.base / work / "go").touch()
+    assert gated(ssh_host, "extcomp-remote", "wait", work).returncode == 0
+    proc = _rsync(ssh_host, remote, str(tmp_path / "late"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "late" / "remote_program_exec.log").exists()
+    assert gated(ssh_host, "extcomp-remote", "clean", work).returncode == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import UsageError
-from runner.mint_exec import parse_words
+from runner.mint_exec import entry_name, parse_words
 from tests.fixtures.sshd import SshHost
 
 
@@ -77,3 +77,45 @@ def test_transport_failure_exits_1(ssh_host: SshHost, tmp_path: Path) -> None:
 def test_bad_words_are_usage_errors(words: list[str]) -> None:
     with pytest.raises(UsageError):
         parse_words(words)
+
+
+def test_the_samples_path_form_runs_the_sites_entry(ssh_host: SshHost, tmp_path: Path) -> None:
+    """The original sample's client_cmd is a path; its base name is the entry, said in one line."""
+    outputs = []
+    for form in (
+        "execute_remote-side_program_ssh.sh",
+        "~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh",
+    ):
+        cwd = tmp_path / str(len(outputs))
+        cwd.mkdir()
+        (cwd / "a.txt").write_text("one two three\n")
+        out = mint_exec(
+            ssh_host,
+            cwd,
+            f"client_name:{ssh_host.target}",
+            f"client_cmd:{form}",
+            "client_files:a.txt",
+        )
+        assert out.returncode == 0, out.stderr
+        mapped = [ln for ln in out.stderr.splitlines() if "runs the site's entry" in ln]
+        assert len(mapped) == ("/" in form)
+        outputs.append((cwd / "summary.txt").read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize(
+    ("cmd", "entry"),
+    [
+        ("run.sh", "run.sh"),
+        ("~/misrc_remote_workflow/scripts/run.sh", "run.sh"),
+        ("/opt/site/run.sh", "run.sh"),
+    ],
+)
+def test_entry_name_maps_paths_to_base_names(cmd: str, entry: str) -> None:
+    assert entry_name(cmd)[0] == entry
+
+
+@pytest.mark.parametrize("cmd", ["~/scripts/", "a/..", "a/b;rm", "~/x/run sh"])
+def test_entry_name_refuses_what_is_no_entry(cmd: str) -> None:
+    with pytest.raises(UsageError, match="client_cmd"):
+        entry_name(cmd)

@@ -89,8 +89,9 @@ def test_killing_the_controllers_ssh_does_not_kill_the_calculation(
     time.sleep(0.5)
     killed = ssh_processes(control_path(spec.host))
     assert killed, "the step's ssh connection should be up while it waits"
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
+    for pid in killed:  # a mux client may end with its master before its own turn comes
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     worker.join(timeout=120)
     result = box["result"]
     assert result.exit_code == 5 and result.outcome == Outcome.FAILED  # type: ignore[attr-defined]

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from runner import resources
 from runner.driver import run_step
 from runner.errors import UsageError
 from runner.record import StepStore
 from runner.steps import Outcome
-from tests.fixtures.sshd import SshHost
-from tests.runner.conftest import BOTH_KEYS, SpecFactory, write
+from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+from tests.runner.conftest import BOTH_KEYS, SpecFactory, host_spec, write
 
 
 def test_sample_entry_script_summarises_inputs(make_spec: SpecFactory, tmp_path: Path) -> None:
@@ -105,3 +106,44 @@ def test_missing_input_is_a_usage_error_before_connecting(
         run_step(make_spec(inputs=(tmp_path / "nope.txt",)))
     assert info.value.exit_code == 2
     assert not (tmp_path / "state" / "steps").exists()
+
+
+def helper_0_1(dest: Path) -> None:
+    """extcomp-remote as far as 0.1 differs here: without the `purge` verb."""
+    text = resources.helper_script().read_text()
+    assert text.count('"kill", "purge", "clean")') == 2
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(text.replace('"kill", "purge", "clean")', '"kill", "clean")'))
+    dest.chmod(0o755)
+
+
+@pytest.mark.parametrize("key", ["plain", "gated"])
+def test_a_helper_older_than_0_2_still_serves_steps(
+    make_spec: SpecFactory, ssh_host: SshHost, tmp_path: Path, key: str
+) -> None:
+    """Hosts keep their helper until the site re-runs its set-up: the runner's `purge` before the
+    pull meets "invalid choice" (unrestricted key) or the gate's "verb must be one of"."""
+    if key == "plain":
+        old = ssh_host.site_dir / "bin" / f"extcomp-remote-0.1-{os.getpid()}"  # same site dir
+        helper_0_1(old)
+        try:
+            spec = make_spec("touch", "out.txt", helper=str(old), host=host_spec(ssh_host, "plain"))
+            result = run_step(spec)
+        finally:
+            old.unlink()
+    else:
+        other = start_sshd(tmp_path / "old-host")
+        try:
+            helper_0_1(Path(other.helper))
+            spec = make_spec(
+                "touch",
+                "out.txt",
+                host=host_spec(other, "gated"),
+                helper=other.helper,
+                remote_base=str(other.base),
+            )
+            result = run_step(spec)
+        finally:
+            stop_sshd(other)
+    assert result.exit_code == 0, result
+    assert (spec.results_dir / "out.txt").exists()

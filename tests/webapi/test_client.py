@@ -90,8 +90,8 @@ def test_cli_no_wait_list_show_cancel_json(
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        (["--site", "nowhere", "--command", "sample"], 254, "refused: unknown site"),
-        (["--site", "site-b", "--command", "fail"], 254, "refused:"),
+        (["--site", "nowhere", "--command", "sample"], 251, "refused: unknown site"),
+        (["--site", "site-b", "--command", "fail"], 252, "refused:"),
         (["--site", "site-a", "--command", "sample", "--input", "/nonexistent"], 2, "not exist"),
     ],
 )
@@ -188,3 +188,30 @@ def test_client_imports_without_server_dependencies() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
+def test_wait_and_fetch_an_existing_calc(
+    env: Path, api_server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After --no-wait (or Ctrl-C, or a broken link) `calcs wait|fetch ID` finish the job."""
+    from tests.webapi.test_e2e import PollerThread, poller_config
+
+    data = tmp_path / "in.txt"
+    data.write_text("one two\n")
+    argv = ["submit", "--site", "site-a", "--command", "sample", "--input", str(data), "--no-wait"]
+    assert client_main(argv) == 0
+    out = capsys.readouterr()
+    calc_id = out.out.strip()
+    assert f"extcomp-api calcs wait {calc_id} --results DIR" in out.err
+    assert client_main(["calcs", "fetch", calc_id, "--results", str(tmp_path / "r")]) == 2
+    assert f"`extcomp-api calcs wait {calc_id}` waits for it" in capsys.readouterr().err
+    poller = PollerThread(poller_config(api_server, tmp_path)).start()
+    assert client_main(["calcs", "wait", calc_id, "--results", str(tmp_path / "r")]) == 0
+    assert poller.join() == 0
+    assert (tmp_path / "r" / "extcomp-stdout.log").exists()
+    assert "succeeded" in capsys.readouterr().err
+    again = tmp_path / "again"
+    assert client_main(["calcs", "fetch", calc_id, "--results", str(again)]) == 0
+    assert sorted(p.name for p in again.iterdir()) == sorted(
+        p.name for p in (tmp_path / "r").iterdir()
+    )

@@ -127,7 +127,7 @@ def test_off_allow_list_bad_token_unknown_site(env: Env, tmp_path: Path) -> None
     res = env.wf("sample", "", "o", tmp_path / "b", user="eve")
     assert res.code == 1 and "access refused" in res.stderr  # type: ignore[attr-defined]
     poller = env.poller(site="nowhere")
-    assert poller.wait(20) == 254 and "unknown site" in poller.text()  # type: ignore[attr-defined]
+    assert poller.wait(20) == 251 and "unknown site" in poller.text()  # type: ignore[attr-defined]
     res = env.wf("sample", "", "o", tmp_path / "c", site="nowhere")
     assert res.code == 1 and "unknown site" in res.stderr  # type: ignore[attr-defined]
 

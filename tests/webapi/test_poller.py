@@ -173,3 +173,38 @@ def test_gives_up_when_server_unreachable(tmp_path: Path) -> None:
     assert "shows in `ps`" in proc.stderr
     assert "tok-secret-123" not in proc.stderr
     assert elapsed < 30
+
+
+@pytest.mark.slow
+def test_delivers_within_seconds_once_the_server_is_back(
+    make_api_server: Any, tmp_path: Path
+) -> None:
+    """The server dies (-9) while the program runs; the poller's retry interval is 60 s, yet the
+    result arrives seconds after the server is back (capped backoff: 1 s, 2 s, 4 s …)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_api_server(subprocess=True, port=port)
+    counter = tmp_path / "runs.txt"
+    config = write_config(server, tmp_path, retry={"count": 3, "interval": 60})
+    log = tmp_path / "poller.log"
+    poller = start_poller(config, log=log)
+    try:
+        with Client(server.url, server.tokens["alice"], ca_file=server.ca_file) as c:
+            calc = c.submit("site-a", "sample", [str(counter), "1"], [])
+        wait_for(lambda: counter.exists())
+        server.kill()
+        wait_for(lambda: "trying again within" in log.read_text(), 30)
+        again = make_api_server(subprocess=True, base_dir=server.base_dir, port=port)
+        back = time.monotonic()
+        with Client(again.url, again.tokens["alice"], ca_file=again.ca_file) as c:
+            # Far less than the 60 s interval: a poller waiting out its interval fails this.
+            final = c.wait(calc.id, timeout=20)
+        assert final.state == "succeeded", log.read_text()
+        assert time.monotonic() - back < 20
+        assert counter.read_text() == "run\n"
+    finally:
+        poller.send_signal(signal.SIGTERM)
+        poller.wait(timeout=20)

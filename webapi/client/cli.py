@@ -36,13 +36,27 @@ from webapi.fs import write_secret
 if TYPE_CHECKING:
     from webapi.client.client import Client
 
-REFUSED_CODES = frozenset({"unknown_site", "command_not_allowed", "forbidden", "unauthorized"})
+# The server's refusals, each with its own exit code.
+REFUSALS = {
+    "unknown_site": Exit.UNKNOWN_SITE,
+    "command_not_allowed": Exit.COMMAND_REFUSED,
+    "no_poller_for_user": Exit.NO_POLLER,
+    "insufficient_storage": Exit.SERVER_FULL,
+    "forbidden": Exit.REFUSED,
+    "unauthorized": Exit.REFUSED,
+}
 DEFAULT_TOKEN_FILE = Path("~/.config/extcomp/token")
 CLIENT_EXIT_CODES = (
     Exit.USAGE,
     Exit.FAILED,
     Exit.TIMEOUT,
+    Exit.HOST_ERROR,
+    Exit.NOT_ALLOWED,
     Exit.INTERRUPTED,
+    Exit.NO_POLLER,
+    Exit.SERVER_FULL,
+    Exit.UNKNOWN_SITE,
+    Exit.COMMAND_REFUSED,
     Exit.CANCELLED,
     Exit.REFUSED,
     Exit.UNREACHABLE,
@@ -84,7 +98,7 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, help="-- ARGS... passed to the program")
     p.set_defaults(func=cmd_submit)
 
-    calcs = subparsers.add_parser("calcs", help="list, show or cancel calcs")
+    calcs = subparsers.add_parser("calcs", help="list, show, cancel, wait for or fetch calcs")
     sub = calcs.add_subparsers(dest="calcs_cmd", required=True)
     ls = sub.add_parser("list", parents=[common], help="your calcs (admin: all)")
     ls.add_argument("--state")
@@ -93,6 +107,15 @@ def add_client_commands(subparsers: Any) -> None:
     for name, func in (("show", cmd_show), ("cancel", cmd_cancel)):
         sp = sub.add_parser(name, parents=[common], help=f"{name} one calc")
         sp.add_argument("calc_id", metavar="ID")
+        sp.set_defaults(func=func)
+    for name, func, help_ in (
+        ("wait", cmd_wait, "wait until a calc is over, then fetch its results"),
+        ("fetch", cmd_fetch, "fetch the results of a calc that is over"),
+    ):
+        sp = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.add_argument("calc_id", metavar="ID")
+        sp.add_argument("--results", type=Path, help="results directory (default ./<calc id>)")
+        sp.add_argument("--force", action="store_true", help="replace a non-empty results dir")
         sp.set_defaults(func=func)
 
     lg = subparsers.add_parser("login", parents=[common], help="get a token (written mode 0600)")
@@ -168,13 +191,17 @@ def guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         _err(f"refused: {exc.message}")
         return Exit.REFUSED
     except ApiError as exc:
-        _err(f"{'refused: ' if exc.code in REFUSED_CODES else ''}{exc.message}")
-        return Exit.REFUSED if exc.code in REFUSED_CODES else Exit.FAILED
+        code = REFUSALS.get(exc.code, Exit.FAILED)
+        refused = code not in (Exit.FAILED, Exit.SERVER_FULL)
+        _err(f"{'refused: ' if refused else ''}{exc.message}")
+        return code
     except OSError as exc:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}")
         return Exit.FAILED
     except KeyboardInterrupt:
-        _err("interrupted; the calc keeps going on the server (see `extcomp-api calcs list`)")
+        _err(
+            "interrupted; a calc already submitted goes on on the server (`extcomp-api calcs list`)"
+        )
         return Exit.INTERRUPTED
 
 
@@ -183,8 +210,6 @@ def calc_exit_code(calc: CalcView) -> int:
         return Exit.OK
     if calc.state is CalcState.CANCELLED:
         return Exit.CANCELLED
-    if (calc.reason or "").startswith("refused by the poller"):
-        return Exit.REFUSED
     return calc.exit_code if calc.exit_code not in (None, 0) else Exit.FAILED
 
 
@@ -193,17 +218,19 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return guarded(_submit, args)
 
 
+def _check_results_dir(dest: Path | None, force: bool) -> None:
+    if dest is not None and dest.exists() and any(dest.iterdir()) and not force:
+        raise UsageError(f"results directory {dest} is not empty (use --force to replace it)")
+
+
 def _submit(args: argparse.Namespace) -> int:
-    from webapi.client.client import SubmitSpec, collect_inputs, partial_dir, publish_dir
+    from webapi.client.client import SubmitSpec, collect_inputs
 
     prog_args = list(args.args)
     if prog_args and prog_args[0] == "--":
         prog_args = prog_args[1:]
-    dest: Path | None = None
     if not args.no_wait:
-        dest = args.results
-        if dest is not None and dest.exists() and any(dest.iterdir()) and not args.force:
-            raise UsageError(f"results directory {dest} is not empty (use --force to replace it)")
+        _check_results_dir(args.results, args.force)
     spec = SubmitSpec(
         site=args.site,
         command=args.command,
@@ -215,20 +242,40 @@ def _submit(args: argparse.Namespace) -> int:
         calc = client.submit_spec(spec)
         _err(f"submitted {calc.id} ({spec.command} on {spec.site}), {len(spec.inputs)} inputs")
         if args.no_wait:
+            _err(f"follow it with `extcomp-api calcs wait {calc.id} --results DIR`")
             if args.json:
                 _print_json(calc.to_json())
             else:
                 sys.stdout.write(calc.id + "\n")
             return 0
-        final = client.wait(calc.id, on_status=StatusLine())
-        dest = dest or Path(calc.id)
-        files = []
-        if final.results:
-            partial = partial_dir(dest)
-            files = client.download_results(final.id, partial)
-            if dest.exists() and args.force:
-                shutil.rmtree(dest)
-            publish_dir(partial, dest)
+        return _wait_and_fetch(client, args, calc.id)
+
+
+def _wait_and_fetch(client: Client, args: argparse.Namespace, calc_id: str) -> int:
+    """Wait until the calc is over, fetch its results, say how it went; its exit code."""
+    dest: Path = args.results or Path(calc_id)
+    later = f"`extcomp-api calcs wait {calc_id} --results {dest}`"
+    try:
+        final = client.wait(calc_id, on_status=StatusLine())
+    except KeyboardInterrupt:
+        _err(f"interrupted; the calc goes on on the server: {later} picks it up again")
+        return Exit.INTERRUPTED
+    except TransportError as exc:
+        _err(f"transport failure: {exc}; the calc goes on on the server: {later} when it is back")
+        return Exit.UNREACHABLE
+    return _fetch(client, args, final, dest)
+
+
+def _fetch(client: Client, args: argparse.Namespace, final: CalcView, dest: Path) -> int:
+    from webapi.client.client import partial_dir, publish_dir
+
+    files = []
+    if final.results:
+        partial = partial_dir(dest)
+        files = client.download_results(final.id, partial)
+        if dest.exists() and args.force:
+            shutil.rmtree(dest)
+        publish_dir(partial, dest)
     code = calc_exit_code(final)
     if args.json:
         _print_json({**final.to_json(), "results_dir": str(dest) if files else None})
@@ -240,6 +287,30 @@ def _submit(args: argparse.Namespace) -> int:
         if log_tail:
             sys.stderr.write(f"--- tail of remote {STDERR_NAME} ---\n{log_tail}\n")
     return code
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        _check_results_dir(args.results, args.force)
+        with _client(args) as client:
+            return _wait_and_fetch(client, args, args.calc_id)
+
+    return guarded(run, args)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace) -> int:
+        _check_results_dir(args.results, args.force)
+        with _client(args) as client:
+            calc = client.show(args.calc_id)
+            if not calc.done:
+                raise UsageError(
+                    f"calc {calc.id} is {calc.state}, not over yet: "
+                    f"`extcomp-api calcs wait {calc.id}` waits for it"
+                )
+            return _fetch(client, args, calc, args.results or Path(calc.id))
+
+    return guarded(run, args)
 
 
 class StatusLine:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from webapi.contract.names import safe_join
-from webapi.errors import TransportError
+from webapi.errors import Exit, TransportError
 from webapi.mint.client import MintApi, MintError, mint_settings
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import Discard, FileSink
@@ -37,7 +37,9 @@ ACCEPT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 def _trouble(exc: MintError) -> Exception:
     """Token refusals and unknown sites end the poller; 5xx and garbled answers are retried;
     any other refusal means the server no longer takes this calc from us."""
-    if exc.refused or exc.error == "unknown_site":
+    if exc.error == "unknown_site":
+        return ServerRefused(exc.message, Exit.UNKNOWN_SITE)
+    if exc.refused:
         return ServerRefused(exc.message)
     if exc.status >= 500 or exc.status == 0:
         return TransportError(exc.message)
@@ -83,8 +85,8 @@ class MintAdapter:
         try:
             head = self.api.call("GET", "calc-request", params={"site_id": self.config.site})
         except MintError as exc:
-            if exc.refused or exc.error == "unknown_site":
-                raise ServerRefused(exc.message) from None
+            if exc.error == "unknown_site" or exc.refused:
+                raise _trouble(exc) from None
             if exc.status >= 400 or exc.code is None:
                 raise TransportError(exc.message) from None
             if exc.message != self._last_idle:  # say it once, not every poll
@@ -123,10 +125,16 @@ class MintAdapter:
         """End the calc abnormal with `reason` in every result, from memory (no local file is
         read or written: the host's disk may be the trouble)."""
         record = record.with_(verdict="abnormal")
-        fields = [bodies.missing(n, f"{n}: {reason}") for n in dict.fromkeys(
-            [*record.wanted, *LOG_NAMES])]  # fmt: skip
-        head = (b'{"accept_id": ' + js(record.key) + b', "site_id": ' + js(record.site)
-                + b', "result_files": ')  # fmt: skip
+        fields = [
+            bodies.missing(n, f"{n}: {reason}") for n in dict.fromkeys([*record.wanted, *LOG_NAMES])
+        ]
+        head = (
+            b'{"accept_id": '
+            + js(record.key)
+            + b', "site_id": '
+            + js(record.site)
+            + b', "result_files": '
+        )
         try:
             for step, extra in (("calc-params-complete", {}), ("calc-end", {"result": "abnormal"})):
                 if step not in record.acked:

@@ -30,6 +30,7 @@ from webapi.errors import (
     MalformedAnswer,
     TransportError,
     exit_epilog,
+    missing_extra,
 )
 from webapi.poller.config import (
     PollerConfig,
@@ -44,7 +45,7 @@ from webapi.poller.loop import Adapter, Poller
 from webapi.poller.state import StateDir
 
 log = logging.getLogger("extcomp-poller")
-EXIT_CODES = (Exit.OK, Exit.USAGE, Exit.REFUSED, Exit.UNREACHABLE)
+EXIT_CODES = (Exit.OK, Exit.USAGE, Exit.UNKNOWN_SITE, Exit.REFUSED, Exit.UNREACHABLE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         poller = make_poller(spec, resolve_token(config))
     except (ConfigError, TransportError, MalformedAnswer, ApiError) as exc:
         return start_failed(exc)
+    except ModuleNotFoundError as exc:
+        said = missing_extra(exc)
+        if said is None:
+            raise
+        return start_failed(ConfigError(said))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if poller.stop_event.is_set() or not poller.busy:

@@ -42,6 +42,10 @@ class CalcGone(Exception):
 class ServerRefused(Exception):
     """The server refused this poller itself (its token or its site): retrying cannot help."""
 
+    def __init__(self, message: str, exit_code: int = Exit.REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 class StateLost(Exception):
     """The poller's own state dir is gone: it cannot record anything, so it must stop."""
@@ -186,17 +190,27 @@ class Poller:
                         log.error(
                             "giving up: %s %s for %d attempts %g s apart (last error: %s); "
                             "work in progress is kept in %s and resumes at the next start",
-                            self.config.url, what, failures, retry.interval, exc,
+                            self.config.url,
+                            what,
+                            failures,
+                            retry.interval,
+                            exc,
                             self.state.root,
-                        )  # fmt: skip
+                        )
                         return Exit.UNREACHABLE
-                    log.warning("server %s (%s); attempt %d of %d, trying again within %g s",
-                                what, exc, failures, retry.count, pause)  # fmt: skip
+                    log.warning(
+                        "server %s (%s); attempt %d of %d, trying again within %g s",
+                        what,
+                        exc,
+                        failures,
+                        retry.count,
+                        pause,
+                    )
                 self.stop_event.wait(pause)
                 pause = min(pause * 2, retry.interval)
             except ServerRefused as exc:
                 log.error("the server refused this poller (site %s): %s", self.config.site, exc)
-                return Exit.REFUSED
+                return exc.exit_code
             except StateLost as exc:
                 log.error("%s; exiting", exc)
                 return Exit.USAGE
@@ -219,8 +233,10 @@ class Poller:
             except OSError:
                 continue
             if free < self.config.min_free_bytes:
-                why = (f"not taking calcs: {path} has {free} bytes free, below min_free_bytes "
-                       f"{self.config.min_free_bytes}")  # fmt: skip
+                why = (
+                    f"not taking calcs: {path} has {free} bytes free, below min_free_bytes "
+                    f"{self.config.min_free_bytes}"
+                )
                 if why != self._low_space:
                     log.warning("%s", why)
                     self._low_space = why

@@ -77,7 +77,7 @@ class NativeAdapter:
             raise ServerRefused(f"the token was refused: {exc.message}") from None
         except ApiError as exc:
             if exc.code == "unknown_site":
-                raise ServerRefused(exc.message) from None
+                raise ServerRefused(exc.message, Exit.UNKNOWN_SITE) from None
             raise TransportError(f"claim refused: {exc.message}") from None
         if grant is None:
             return None

@@ -76,8 +76,10 @@ class InputBudget:
     def why(self, need: int) -> str:
         if self.cap and need > self.cap:
             return f"the inputs ({need} bytes) are over this host's max_input_bytes ({self.cap})"
-        return (f"not enough space on the external host for the inputs: they need {need} bytes, "
-                f"{self.limit} are free above its reserve")  # fmt: skip
+        return (
+            f"not enough space on the external host for the inputs: they need {need} bytes, "
+            f"{self.limit} are free above its reserve"
+        )
 
     def check(self, need: int) -> None:
         if need > self.limit:

@@ -60,11 +60,14 @@ def _users(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from webapi.server.config import load_config
-    from webapi.server.serve import run
+    from webapi.server.serve import file_error, run
 
     path = _config_path(args)
     conf = load_config(path)
-    _setup_logging(conf.log_file, args.verbose)
+    try:
+        _setup_logging(conf.log_file, args.verbose)
+    except OSError as exc:  # only opening the log file can fail: a ConfigError naming it (exit 2)
+        raise file_error("log_file", conf.log_file or path, exc, "create and write") from None
     return run(path)
 
 
@@ -92,6 +95,15 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"user {new.user} added; token {new.id} (shown once, keep it secret):")
     print(new.token)
+    return EXIT_OK
+
+
+def cmd_users_password(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UsageError("users password: read an empty password from stdin")
+    _users(args).set_password(args.name, password)
+    print(f"password of {args.name} changed (stored hashed); their tokens stay valid")
     return EXIT_OK
 
 
@@ -215,6 +227,8 @@ def add_server_commands(sub: SubParsers, calc_id: CalcIdParser = lambda raw: raw
         action="store_true",
         help="store an existing MInt API token read from stdin instead",
     )
+    p = add(users, "password", cmd_users_password, "Set a user's login password (read from stdin)")
+    p.add_argument("name")
     p = add(users, "revoke", cmd_users_revoke, "Revoke one token or all tokens of a user")
     p.add_argument("name")
     p.add_argument("token_id", nargs="?", help="token id as shown by 'users list'")

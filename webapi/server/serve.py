@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import pwd
 import signal
+import ssl
 import threading
 from pathlib import Path
 from types import FrameType
@@ -12,6 +16,7 @@ from typing import Any
 from cheroot import server, wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from webapi.errors import ConfigError
 from webapi.server.app import create_app
 from webapi.server.auth import UserStore
 from webapi.server.config import ConfigSource, site_policy
@@ -51,17 +56,77 @@ class _Connection(server.HTTPConnection):
     RequestHandlerClass = _Request
 
 
+def _account() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def file_error(key: str, path: Path, exc: OSError, need: str) -> ConfigError:
+    """A ConfigError naming the config key, the file and what to do, for an OSError on it.
+
+    `need` says what the server does with the file ("read", "create files in"), for the hint.
+    """
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.filename and Path(exc.filename) != path:
+        reason = f"{reason} ({exc.filename})"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        fix = f"the account running the server ({_account()}) must be able to {need} it"
+        if key == "tls.key":
+            fix += " (e.g. owner root, group of that account, mode 0640)"
+    elif exc.errno == errno.ENOENT:
+        fix = f"create it, or fix {key} in the config"
+    else:
+        fix = f"fix {key} in the config"
+    return ConfigError(f"{key} {path}: {reason}; {fix}")
+
+
+def _readable(key: str, path: Path, *, missing_ok: bool = False) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError as exc:
+        if not missing_ok:
+            raise file_error(key, path, exc, "read") from None
+    except OSError as exc:
+        raise file_error(key, path, exc, "read") from None
+
+
+def tls_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
+    """cheroot's TLS adapter, whose errors name neither file ([Errno 13] Permission denied):
+    each file is opened first, so the message says which one and what to do."""
+    _readable("tls.cert", cert)
+    _readable("tls.key", key)
+    try:
+        return BuiltinSSLAdapter(str(cert), str(key))
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"tls.cert {cert} / tls.key {key}: cannot load them ({exc.reason or exc}); give a PEM "
+            "certificate (chain included) and its unencrypted PEM private key"
+        ) from None
+    except OSError as exc:
+        raise file_error("tls.key", key, exc, "read") from None
+
+
 class ApiServer:
     """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
 
     def __init__(self, config_path: Path) -> None:
         self.config = ConfigSource(config_path)
         conf = self.config.current
-        conf.data_dir.mkdir(parents=True, exist_ok=True)
-        # The store's owner lock refuses a second server on the same data_dir (ConfigError).
-        self.store = YamlJobStore(
-            conf.data_dir, site_policy(self.config), min_free_bytes=conf.min_free_bytes
-        )
+        # The files the server needs are checked before anything starts: an OSError here would
+        # name no config key, and the unit would restart the server in a loop (exit 2 stops it).
+        ssl_adapter = tls_adapter(conf.tls.cert, conf.tls.key) if conf.tls is not None else None
+        try:
+            conf.data_dir.mkdir(parents=True, exist_ok=True)
+            # The store's owner lock refuses a second server on the same data_dir (ConfigError).
+            self.store = YamlJobStore(
+                conf.data_dir, site_policy(self.config), min_free_bytes=conf.min_free_bytes
+            )
+        except OSError as exc:
+            raise file_error("data_dir", conf.data_dir, exc, "create files in") from None
+        _readable("users_file", conf.users_file, missing_ok=True)  # made by `users add`
         self.auth = UserStore(conf.users_file)
         self.watchdog = Watchdog(header_seconds=conf.request_deadline_seconds)
         self.app = create_app(self.store, self.config, self.auth, watchdog=self.watchdog)
@@ -79,8 +144,8 @@ class ApiServer:
         self.wsgi.gateway = _Gateway
         self.wsgi.ConnectionClass = _Connection
         self.wsgi.extcomp_watchdog = self.watchdog  # type: ignore[attr-defined]
-        if conf.tls is not None:
-            self.wsgi.ssl_adapter = BuiltinSSLAdapter(str(conf.tls.cert), str(conf.tls.key))
+        if ssl_adapter is not None:
+            self.wsgi.ssl_adapter = ssl_adapter
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

@@ -223,8 +223,14 @@ class FileTransfers:
             size = os.fstat(fd).st_size
             changed = size != written
             if changed:
-                log.error("calc %s: %s %r: the partial file has %d bytes, %d were written; "
-                          "discarded", calc_id, kind[:-1], name, size, written)  # fmt: skip
+                log.error(
+                    "calc %s: %s %r: the partial file has %d bytes, %d were written; discarded",
+                    calc_id,
+                    kind[:-1],
+                    name,
+                    size,
+                    written,
+                )
                 os.ftruncate(fd, 0)
                 final, received = None, 0
             if final is not None:

@@ -289,8 +289,14 @@ class YamlJobStore:
             # Never answer a short body under the recorded length: the reader would wait for
             # bytes that do not exist.
             os.close(fd)
-            log.error("calc %s: %s %r has %d bytes on disk, %d recorded", calc_id, kind[:-1],
-                      name, size, entry.size)  # fmt: skip
+            log.error(
+                "calc %s: %s %r has %d bytes on disk, %d recorded",
+                calc_id,
+                kind[:-1],
+                name,
+                size,
+                entry.size,
+            )
             raise Damaged(
                 f"{kind[:-1]} {name!r} of calc {calc_id} is damaged on the server "
                 f"({size} bytes on disk, {entry.size} recorded); its operator has been told"

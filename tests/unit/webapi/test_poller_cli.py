@@ -120,3 +120,13 @@ def test_cleanup_covers_both_protocols(tmp_path: Path, capsys: pytest.CaptureFix
     kept = {"c-" + "2" * 32, "77aa-live-mint"}
     assert {p.name for p in work.iterdir()} == kept
     assert {p.stem for p in state_dir.glob("*.json")} == kept
+
+
+def test_the_unit_does_not_restart_a_poller_that_cannot_start_right() -> None:
+    """Codes that a restart cannot fix (config, unknown site, token) stop the unit's restarts."""
+    from webapi.errors import Exit
+
+    unit = Path(__file__).parents[3] / "roles/poller_host/templates/poller.service.j2"
+    [line] = [ln for ln in unit.read_text().splitlines() if ln.startswith("RestartPrevent")]
+    codes = {int(c) for c in line.split("=", 1)[1].split()}
+    assert codes == {Exit.USAGE, Exit.UNKNOWN_SITE, Exit.REFUSED}

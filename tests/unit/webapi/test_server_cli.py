@@ -58,3 +58,24 @@ def test_sites_and_config_errors(config: Path, capsys: pytest.CaptureFixture[str
 def test_admin_requeue_unknown(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["admin", "requeue", "c-" + "0" * 32]) == 1
     assert "no calc" in capsys.readouterr().err
+
+
+def test_users_password(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["users", "add", "bob"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    monkeypatch.setattr("sys.stdin", io.StringIO("new secret\n"))
+    assert main(["users", "password", "bob"]) == 0
+    out = capsys.readouterr().out
+    assert "new secret" not in out and "bob" in out
+    users = UserStore(config.parent / "users.yml")
+    assert users.login("bob", "new secret").user == "bob"
+    assert users.authenticate(f"Bearer {token}").user == "bob"  # tokens stay valid
+    assert "new secret" not in (config.parent / "users.yml").read_text()
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["users", "password", "bob"]) == 2
+    assert "empty password" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert main(["users", "password", "ghost"]) == 1
+    assert "no user 'ghost'" in capsys.readouterr().err
