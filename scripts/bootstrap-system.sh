@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the system packages the kit and its tests need (OpenSSH server and client, rsync,
-# iproute2; for the lab in tests/lab: systemd, util-linux's unshare/nsenter, procps, and the
+# iproute2; for the lab in tests/lab: systemd, util-linux's unshare/nsenter, procps, sudo, and the
 # venv module of the system Python the lab's hosts build their venvs with), but only those
 # missing, so a second run is instant and needs no network.
 set -euo pipefail
@@ -16,6 +16,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 [ -x /lib/systemd/systemd ] && command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
+# The hosts are reached as an account with sudo (docs/setup.md), root included: ansible's become.
+command -v sudo >/dev/null 2>&1 || need+=(sudo)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

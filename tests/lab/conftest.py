@@ -28,7 +28,6 @@ from tests.fixtures.lab import (
     controller_env,
     home_dir,
     lab_unavailable,
-    make_lab_tls,
     pick_octet,
     reap_orphans,
     run_playbook,
@@ -52,7 +51,7 @@ API_CLI = [
 ]
 WHEELS = "/srv/extcomp-wheels"  # the sites' local package mirror (see wheelhouse())
 
-# The site's own program on the poller host (the example allow-lists /opt/xrd/bin/fit).
+# The site's own program for the poller (the example's allow-list runs it as xrd-fit).
 FIT = """#!/bin/sh
 # Lab stand-in for the site's xrd-fit: optionally sleep, then count the words of the inputs.
 set -eu
@@ -111,6 +110,7 @@ class Site:
     lab: Lab
     root: Path
     inventory: Path
+    files: Path  # <inventory>-files: the TLS files and the sites' programs
     home: Path  # the workflow account's home on the controller (see workflow_home_argv)
     vault_pass: Path
     ca: Path
@@ -118,7 +118,6 @@ class Site:
     runs: dict[str, Play] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
-    undocumented: list[str] = field(default_factory=list)
 
     @property
     def api(self) -> LabHost:
@@ -166,7 +165,7 @@ class Site:
         )
 
     def mint_token(self, user: str, label: str) -> str:
-        """docs/setup.md §3: make a token on the API server host."""
+        """docs/setup.md §0 step 4: make a token on the API server host."""
         done = self.api.run(*API_CLI, "users", "token", user, "--label", label)
         return done.stdout.strip().splitlines()[-1]
 
@@ -203,16 +202,17 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 
 def _documented_edits(site: Site) -> None:
-    """The edits docs/setup.md tells a new operator to make in the copy (and nothing else).
+    """§0 step 2 of docs/setup.md in the copy (and nothing else), each a replacement of a line of
+    the example's own, so a changed example fails the lab loudly.
 
-    §0: hosts.yml (addresses, how ansible logs in: root logins instead of become, the controller
-    itself as workflow host) and group_vars; §1: the site's host and host key; §2: the workflow
-    host's address (ssh_target_from) and the site's own programs (ssh_target_scripts_src); §3:
-    the TLS files are the example's paths, already on the host; §4: the URL, the CA file, the
-    allow-list (the example's /opt/xrd/bin/fit, on the host). Both venv roles take
-    `*_pip_extra_args` for a local mirror: the lab's hosts reach no package index.
+    The table: hosts.yml (each host's address; the controller itself as the workflow host),
+    all.yml (the account with sudo: root here), workflow_hosts.yml (the workflow account, the
+    site's host and host key), ssh_targets.yml (from=, and the site's own programs), pollers.yml
+    (the URL, the programs beside it); the TLS files in <inventory>-files/tls. The hosts reach no
+    package index: "What the hosts need" names `*_pip_extra_args` for a mirror, the example's
+    own commented lines.
     """
-    inv, lab = site.inventory, site.lab
+    inv, files, lab = site.inventory, site.files, site.lab
     hosts = inv / "hosts.yml"
     _edit(
         hosts,
@@ -224,34 +224,15 @@ def _documented_edits(site: Site) -> None:
         "api1:\n          ansible_host: mint.example.org",
         f"api1:\n          ansible_host: {site.api.address}",
     )
-    _edit(
-        hosts,
-        "ansible_host: hpc.example.org\n          ansible_user: admin\n"
-        "          ansible_become: true",
-        f"ansible_host: {site.hpc.address}\n          ansible_user: root",
-    )
-    _edit(
-        hosts,
-        "ansible_host: lab-pc.example.org\n          ansible_user: admin\n"
-        "          ansible_become: true",
-        f"ansible_host: {site.poller.address}\n          ansible_user: root",
-    )
-    # The example's own commented-out line: without it, discovery on the controller may pick a
-    # version-manager shim (pyenv's here) that does not run.
-    _edit(
-        inv / "group_vars" / "all.yml",
-        "# ansible_python_interpreter: /usr/bin/python3",
-        "ansible_python_interpreter: /usr/bin/python3",
-    )
-    with (inv / "group_vars" / "all.yml").open("a") as f:
-        f.write(
-            f"ansible_ssh_private_key_file: {lab.key}\n"
-            "ansible_ssh_common_args: "
-            f"-o IdentitiesOnly=yes -o UserKnownHostsFile={lab.known_hosts}\n"
-        )
+    _edit(hosts, "ansible_host: hpc.example.org", f"ansible_host: {site.hpc.address}")
+    _edit(hosts, "ansible_host: lab-pc.example.org", f"ansible_host: {site.poller.address}")
+    # The lab's hosts let root in with the operator's key (the hosts have sudo, as §0 asks).
+    _edit(inv / "group_vars" / "all.yml", "ansible_user: admin", "ansible_user: root")
     wf = inv / "group_vars" / "workflow_hosts.yml"
+    # The account running the tests is the lab's workflow account (see workflow_home_argv).
+    _edit(wf, "workflow_host_owner: mint", "workflow_host_owner: root")
     _edit(wf, "host: hpc.example.org", f"host: {site.hpc.address}")
-    # §1: the host key "from the site's admin": cat /etc/ssh/ssh_host_ed25519_key.pub on the site.
+    # The host key "from the site's admin": cat /etc/ssh/ssh_host_ed25519_key.pub on the site.
     host_key = site.hpc.run("cat", "/etc/ssh/ssh_host_ed25519_key.pub").stdout.split()[:2]
     _edit(
         wf,
@@ -260,18 +241,59 @@ def _documented_edits(site: Site) -> None:
     )
     st = inv / "group_vars" / "ssh_targets.yml"
     _edit(st, "ssh_target_from: [192.0.2.10]", f"ssh_target_from: [{lab.controller}]")
-    with st.open("a") as f:
-        f.write(f"ssh_target_scripts_src: {site.root / 'site-scripts'}/\n")
-    api = inv / "group_vars" / "api_servers.yml"
-    with api.open("a") as f:
-        f.write(f'api_server_pip_extra_args: "--no-index --find-links {WHEELS}"\n')
+    _edit(
+        st,
+        '# ssh_target_scripts_src: "{{ inventory_dir }}-files/nims-xrd-scripts/"\n',
+        'ssh_target_scripts_src: "{{ inventory_dir }}-files/nims-xrd-scripts/"\n',
+    )
+    _edit(
+        inv / "group_vars" / "api_servers.yml",
+        '# api_server_pip_extra_args: ""',
+        f'api_server_pip_extra_args: "--no-index --find-links {WHEELS}"',
+    )
     pol = inv / "group_vars" / "pollers.yml"
     _edit(pol, "poller_host_url: https://mint.example.org:50443", f"poller_host_url: {site.url}")
-    with pol.open("a") as f:
-        f.write(
-            f"poller_host_ca_file: /etc/ssl/mint/ca.pem\n"
-            f'poller_host_pip_extra_args: "--no-index --find-links {WHEELS}"\n'
-        )
+    _edit(
+        pol,
+        '# poller_host_pip_extra_args: ""',
+        f'poller_host_pip_extra_args: "--no-index --find-links {WHEELS}"',
+    )
+    # The site's programs beside the inventory: the poller's replaces the example's placeholder.
+    scripts = files / "nims-xrd-scripts"
+    scripts.mkdir()
+    (scripts / "sample_program.sh").write_text(SAMPLE_PROGRAM)
+    (scripts / "sample_program.sh").chmod(0o755)
+    fit = files / "nims-xrd-programs" / "xrd-fit"
+    fit.write_text(FIT)
+    fit.chmod(0o755)
+    # §0 step 2's self-signed certificate for a test set-up, for the API server's address.
+    tls = files / "tls"
+    tls.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "825",
+            "-subj",
+            "/CN=api",
+            "-addext",
+            f"subjectAltName=IP:{site.api.address}",
+            "-keyout",
+            str(tls / "privkey.pem"),
+            "-out",
+            str(tls / "fullchain.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    shutil.copy(tls / "fullchain.pem", tls / "ca.pem")
 
 
 def _vault_token(site: Site, token: str) -> None:
@@ -308,6 +330,16 @@ def _diff(a: Path, b: Path) -> str:
     return "".join(out)
 
 
+def _operator_ssh(site: Site) -> None:
+    """What the operator has before docs/setup.md starts: ssh from the controller to every host
+    as an account with sudo (§0 "What the hosts need"), with their own key and known_hosts."""
+    ssh = site.home / ".ssh"
+    ssh.mkdir(mode=0o700)
+    shutil.copy(site.lab.key, ssh / "id_ed25519")
+    (ssh / "id_ed25519").chmod(0o600)
+    shutil.copy(site.lab.known_hosts, ssh / "known_hosts")
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     t_start = time.monotonic()
@@ -319,52 +351,37 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         lab.start()
         wheels = wheelhouse(home_dir() / ".cache" / "mint-extcomp" / "lab-wheelhouse")
         wheel_files = {f"{WHEELS}/{w.name}": (w.read_bytes(), 0o644) for w in wheels.glob("*.whl")}
-        api_ip = f"10.213.{lab.octet}.11"
-        ca, chain, key = make_lab_tls(root / "tls", api_ip, "api")
-        # What the sites' admins have before the operator starts (docs/setup.md §3, §4): the
-        # certificate and key on the API server (key as a certificate tool leaves it: root, 0600),
-        # the private CA and the site's program on the poller host, and the local mirror.
-        api = lab.add_host(
-            "api",
-            1,
-            {
-                "/etc/ssl/mint/fullchain.pem": (chain.read_bytes(), 0o644),
-                "/etc/ssl/mint/privkey.pem": (key.read_bytes(), 0o600),
-                **wheel_files,
-            },
-        )
+        # New hosts; the API server and the poller host have the sites' local package mirror.
+        api = lab.add_host("api", 1, wheel_files)
         hpc = lab.add_host("hpc", 2, {})
-        poller = lab.add_host(
-            "poller",
-            3,
-            {
-                "/etc/ssl/mint/ca.pem": (ca.read_bytes(), 0o644),
-                "/opt/xrd/bin/fit": (FIT, 0o755),
-                **wheel_files,
-            },
-        )
-        assert api.address == api_ip
+        poller = lab.add_host("poller", 3, wheel_files)
         t0 = time.monotonic()
         lab.boot_all([api, hpc, poller])
         TIMINGS["boot 3 hosts"] = time.monotonic() - t0
-        scripts = root / "site-scripts"
-        scripts.mkdir()
-        (scripts / "sample_program.sh").write_text(SAMPLE_PROGRAM)
-        (scripts / "sample_program.sh").chmod(0o755)
         home = root / "workflow-home"
         home.mkdir(mode=0o700)
         vault_pass = root / "vault-pass"
         vault_pass.write_text("lab-vault-password\n")
         vault_pass.chmod(0o600)
+        # §0 step 1: cp -r inventories/example inventories/prod (and example-files prod-files).
         inventory = root / "inventories" / "prod"
-        shutil.copytree(REPO / "inventories" / "example", inventory)  # cp -r ... inventories/prod
+        files = root / "inventories" / "prod-files"
+        shutil.copytree(REPO / "inventories" / "example", inventory)
+        shutil.copytree(REPO / "inventories" / "example-files", files)
         logs = tmp_path_factory.mktemp("lab-runs")
-        site = Site(lab, root, inventory, home, vault_pass, ca, logs)
-        _documented_edits(site)
+        site = Site(lab, root, inventory, files, home, vault_pass, files / "tls" / "ca.pem", logs)
+        _operator_ssh(site)
+        _documented_edits(site)  # step 2
+        site.notes["files"] = "\n".join(
+            sorted(str(p.relative_to(files)) for p in files.rglob("*") if p.is_file())
+        )
 
-        # §0: preview, then the real run.
-        site.runs["preview"] = site.playbook("site.yml", "--check", "--diff", log="preview")
-        site.runs["first"] = site.playbook("site.yml", log="first")
+        # Step 3's preview on the new hosts (--check --diff, before anything is installed).
+        site.runs["preview"] = site.playbook(
+            "site.yml", "--limit", "all:!pollers", "--check", "--diff", log="preview"
+        )
+        # Step 3: everything but the pollers.
+        site.runs["first"] = site.playbook("site.yml", "--limit", "all:!pollers", log="first")
         site.notes["api_after_first"] = (
             "serving"
             if site.wait_api(15)
@@ -372,34 +389,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 "journalctl", "-u", "extcomp-api.service", "-n", "12", "--no-pager", check=False
             ).stdout
         )
-        # §3/§4: the tokens can only be made once the API server is installed, then the poller's
-        # goes into the vault and site.yml runs again.
-        installed = site.api.run("getent", "group", "extcomp-api", check=False).returncode == 0
-        if installed:
-            readable = site.api.run(
-                "runuser",
-                "-u",
-                "extcomp-api",
-                "--",
-                "test",
-                "-r",
-                "/etc/ssl/mint/privkey.pem",
-                check=False,
-            )
-            site.notes["key_readable_after_first"] = str(readable.returncode == 0)
-        if installed and not site.wait_api(1):
-            # Not in the docs: the key must be readable by an account the first run creates.
-            site.undocumented.append(
-                "chgrp extcomp-api privkey.pem; chmod 0640 after the first run"
-            )
-            site.api.run("chgrp", "extcomp-api", "/etc/ssl/mint/privkey.pem")
-            site.api.run("chmod", "0640", "/etc/ssl/mint/privkey.pem")
-            site.wait_api(20)
+        # Step 4: the poller's token (and step 6's for the workflow), the poller's into the vault.
         site.tokens["poller"] = site.mint_token("mint", f"poller:{SITE}")
         site.tokens["workflow"] = site.mint_token("mint", "workflow")
         _vault_token(site, site.tokens["poller"])
         site.notes["edits"] = _diff(REPO / "inventories" / "example", inventory)
         (logs / "inventory-edits.diff").write_text(site.notes["edits"])
+        (logs / "inventory-files.txt").write_text(site.notes["files"] + "\n")
+        # Step 5: the whole site; then again (changed=0), and in check mode (changed=0).
         site.runs["complete"] = site.playbook("site.yml", log="complete")
         site.runs["again"] = site.playbook("site.yml", log="again")
         site.runs["check"] = site.playbook("site.yml", "--check", "--diff", log="check")
