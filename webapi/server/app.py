@@ -19,6 +19,7 @@ from webapi.server.config import ConfigSource, ServerConfig
 from webapi.server.routes_poller import register_poller_routes
 from webapi.server.routes_workflow import register_calc_routes
 from webapi.server.routing import Deps, json_error_handler, read_json, require_admin, route
+from webapi.server.status import SessionStore, register_status_routes
 from webapi.server.watchdog import Watchdog
 from webapi.store.base import JobStore
 
@@ -73,9 +74,10 @@ def create_app(
     auth: UserStore,
     *,
     watchdog: Watchdog | None = None,
+    sessions: SessionStore | None = None,
 ) -> bottle.Bottle:
     """A fresh Bottle app serving the HTTP contract of docs/api.md; `watchdog` (the server's)
-    gives request bodies a deadline."""
+    gives request bodies a deadline; `sessions` are the status page's (default: a fresh store)."""
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     app.default_error_handler = json_error_handler
@@ -112,4 +114,6 @@ def create_app(
     register_poller_routes(app, deps, render_calc)
     # The original MInt protocol over the same store (docs/mint-protocol.md).
     register_mint_routes(app, deps)
+    # The status page for people (docs/operations.md, "Status page").
+    register_status_routes(app, deps, render_calc, sessions)
     return app

@@ -181,13 +181,19 @@ class UserStore:
             raise Unauthorized("the token has expired: log in again or ask an admin for a new one")
         raise Unauthorized("unknown token: check the token or log in again")
 
-    def login(self, user: str, password: str, days: int = DEFAULT_LOGIN_DAYS) -> NewToken:
-        """Check a password and return a new token with an expiry."""
+    def check_password(self, user: str, password: str) -> Principal:
+        """The Principal of `user` if `password` is theirs, else Unauthorized (which part was
+        wrong is not said, and an unknown user costs as much as a known one)."""
         record = self._users().get(user) if isinstance(user, str) else None
         stored = (record or {}).get("password")
         ok = verify_password(str(password), stored if stored else _DUMMY_HASH)
         if not (record and stored and ok):
             raise Unauthorized("user name or password is wrong")
+        return Principal(user, bool(record.get("admin")), "password")
+
+    def login(self, user: str, password: str, days: int = DEFAULT_LOGIN_DAYS) -> NewToken:
+        """Check a password and return a new token with an expiry."""
+        self.check_password(user, password)
         return self.new_token(user, label="login", expires_days=days)
 
     # -- administration -----------------------------------------------------------------------

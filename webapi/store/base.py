@@ -8,6 +8,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
+from webapi.store.pollers import PollerSighting
 
 Kind = Literal["inputs", "results"]
 Accept = Callable[[Calc], bool]  # which queued calcs a poller can run
@@ -37,6 +38,7 @@ class ClaimTerms:
     lease_seconds: float | None = None  # None: the site's
     confirm_seconds: float | None = None  # None: the lease counts from the claim
     still_there: Callable[[], bool] = _always
+    agent: str | None = None  # the poller's User-Agent (its version), shown on the status page
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,4 +103,5 @@ class JobStore(Protocol):
     def reap(self) -> int: ...
     def poller_seen(self, site: str) -> tuple[str, float] | None: ...
     def poller_users(self, site: str) -> dict[str, float]: ...
+    def poller_sightings(self, site: str) -> list[PollerSighting]: ...
     def close(self) -> None: ...

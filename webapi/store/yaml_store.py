@@ -33,7 +33,7 @@ from webapi.errors import (
 from webapi.fs import FileLock, OwnerLock, read_yaml, write_yaml_atomic
 from webapi.store.base import Accept, ClaimTerms, Kind, NewCalcRequest, SitePolicy
 from webapi.store.files import FileTransfers
-from webapi.store.pollers import PollerRegistry
+from webapi.store.pollers import PollerRegistry, PollerSighting
 from webapi.store.repair import repair
 from webapi.store.tracking import Tracker
 
@@ -118,6 +118,7 @@ class YamlJobStore:
         """Write calc.yaml atomically, then bring the indexes in line. Call under self.lock."""
         if old == new:
             return new
+        new = calcs.with_history(old, new)
         write_yaml_atomic(self.calc_dir(new.id) / "calc.yaml", new.to_record())
         was_q = old is not None and old.state is CalcState.QUEUED
         is_q = new.state is CalcState.QUEUED
@@ -310,6 +311,9 @@ class YamlJobStore:
     def poller_users(self, site: str) -> dict[str, float]:
         return self.pollers.users(site)
 
+    def poller_sightings(self, site: str) -> list[PollerSighting]:
+        return self.pollers.sightings(site)
+
     def _queued(self, site: str, user: str, accept: Accept | None) -> Calc | None:
         """The oldest queued calc of site/user that `accept`s; drops stale markers on the way."""
         qdir = self.root / "queues" / site / user
@@ -379,7 +383,7 @@ class YamlJobStore:
                 log.info("claim of poller %r for %s: the poller left; nothing taken", poller, site)
                 return None
             with self.lock():
-                self.pollers.note(site, poller, user)
+                self.pollers.note(site, poller, user, terms.agent)
                 calc = self._try_claim(site, user, poller, terms)
             if calc is not None:
                 return calc

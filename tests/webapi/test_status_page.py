@@ -1,0 +1,207 @@
+"""The status page over real HTTPS (the real app on cheroot): login, who sees what, CSRF."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.webapi.apihelp import Api
+from tests.webapi.conftest import RunningServer
+from tests.webapi.statushelp import STDOUT, Pages, finished_calc
+
+TEMPLATES = Path(__file__).parents[2] / "webapi" / "server" / "status" / "templates"
+REFUSED = "login refused: the token, or the user name and password, are not valid"
+
+
+def test_pages_need_a_login_and_login_sets_a_strict_cookie(api_server: RunningServer) -> None:
+    anon = Pages(api_server)
+    for path in ("/status", "/status/sites", "/status/queue", "/status/calcs"):
+        resp = anon.get(path)
+        assert resp.status_code == 303 and resp.headers["Location"].endswith("/status/login")
+    form = anon.get("/status/login")
+    assert form.status_code == 200 and 'name="token"' in form.text and "<script" not in form.text
+
+    resp = Pages(api_server).login(token=api_server.tokens["alice"])
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/status/sites")
+    flags = [f.strip() for f in resp.headers["Set-Cookie"].split(";")]
+    assert flags[0].startswith("extcomp_status=") and len(flags[0]) > 40
+    assert {"HttpOnly", "Secure", "SameSite=Strict", "Path=/status"} <= set(flags)
+    assert any(f.startswith("Max-Age=") and int(f[8:]) > 0 for f in flags)
+
+
+def test_password_login_works_and_wrong_ones_do_not_say_what_was_wrong(
+    api_server: RunningServer,
+) -> None:
+    good = Pages(api_server).login(user="bob", password=api_server.passwords["bob"])
+    assert good.status_code == 303
+    wrong = [
+        {"token": "xc_not-a-token"},
+        {"token": api_server.tokens["alice"] + "x"},
+        {"user": "bob", "password": "wrong"},
+        {"user": "nobody", "password": api_server.passwords["bob"]},
+        {"user": "bob", "password": api_server.passwords["alice"]},
+    ]
+    for form in wrong:
+        visitor = Pages(api_server)
+        resp = visitor.login(**form)
+        assert resp.status_code == 401, form
+        assert REFUSED in resp.text
+        assert "Set-Cookie" not in resp.headers
+        assert visitor.get("/status/sites").status_code == 303
+    assert Pages(api_server).login().status_code == 400  # nothing given: says what to give
+
+
+def test_a_user_sees_only_their_own_calcs_an_admin_all(api_server: RunningServer) -> None:
+    mine = Api(api_server, "alice").queued()
+    theirs = Api(api_server, "bob").queued()
+    bob = Pages(api_server).login_as("bob")
+    for path in ("/status/sites", "/status/queue", "/status/calcs"):
+        page = bob.get(path)
+        assert page.status_code == 200
+        assert theirs["id"] in page.text or path == "/status/sites"
+        assert mine["id"] not in page.text, f"{path} shows alice's calc to bob"
+    other = bob.get(f"/status/calcs/{mine['id']}")
+    assert other.status_code == 404 and mine["id"] not in other.text and "in.txt" not in other.text
+    admin = Pages(api_server).login_as("admin")
+    queue = admin.get("/status/queue").text
+    assert mine["id"] in queue and theirs["id"] in queue
+    assert admin.get(f"/status/calcs/{mine['id']}").status_code == 200
+
+
+def _cancel_path(calc_id: str) -> str:
+    return f"/status/calcs/{calc_id}/cancel"
+
+
+def test_admin_actions_need_this_sessions_csrf_token(api_server: RunningServer) -> None:
+    calc = Api(api_server, "alice").queued()
+    admin = Pages(api_server).login_as("admin")
+    bob = Pages(api_server).login_as("bob")
+    forged = [{}, {"csrf": ""}, {"csrf": "x" * 43}, {"csrf": bob.csrf()}]
+    for form in forged:
+        resp = admin.post(_cancel_path(calc["id"]), form)
+        assert resp.status_code == 403 and "CSRF" in resp.text, form
+        assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    resp = admin.post(_cancel_path(calc["id"]), {"csrf": admin.csrf()})
+    assert resp.status_code == 303
+    assert Api(api_server, "alice").get(calc["id"])["state"] == "cancelled"
+    page = admin.get(resp.headers["Location"]).text
+    assert "cancelled by admin on the status page" in page
+
+
+def test_a_non_admin_cannot_post_actions_even_with_a_good_token(api_server: RunningServer) -> None:
+    calc = Api(api_server, "alice").queued()
+    alice = Pages(api_server).login_as("alice")
+    page = alice.get(f"/status/calcs/{calc['id']}").text
+    assert "Admin actions" not in page and "/cancel" not in page
+    csrf = alice.csrf()
+    for action in ("cancel", "requeue", "fail"):
+        resp = alice.post(f"/status/calcs/{calc['id']}/{action}", {"csrf": csrf, "reason": "x"})
+        assert resp.status_code == 403 and "only an admin" in resp.text
+    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    anon = Pages(api_server).post(_cancel_path(calc["id"]), {"csrf": csrf})
+    assert anon.status_code == 303  # to the login form; nothing done
+    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+
+
+def test_fail_and_requeue_and_state_machine_refusals(api_server: RunningServer) -> None:
+    calc = Api(api_server, "alice").queued()
+    admin = Pages(api_server).login_as("admin")
+    csrf = admin.csrf()
+    path = f"/status/calcs/{calc['id']}"
+    assert admin.post(path + "/fail", {"csrf": csrf}).status_code == 400  # no reason
+    assert admin.post(path + "/fail", {"csrf": csrf, "reason": "stuck"}).status_code == 303
+    assert Api(api_server, "alice").get(calc["id"])["reason"] == "failed by an admin: stuck"
+    refused = admin.post(path + "/cancel", {"csrf": csrf})
+    assert refused.status_code == 409 and "cannot cancel" in refused.text
+    assert admin.post(path + "/requeue", {"csrf": csrf}).status_code == 303
+    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    assert admin.post(path + "/explode", {"csrf": csrf}).status_code == 404
+
+
+def test_logout_needs_csrf_and_ends_the_session(api_server: RunningServer) -> None:
+    alice = Pages(api_server).login_as("alice")
+    assert alice.post("/status/logout", {}).status_code == 403
+    assert alice.get("/status/sites").status_code == 200
+    resp = alice.post("/status/logout", {"csrf": alice.csrf()})
+    assert resp.status_code == 303 and "Max-Age=0" in resp.headers["Set-Cookie"]
+    assert alice.get("/status/sites").status_code == 303  # the old cookie is dead server-side
+
+
+def test_calc_detail_history_files_logs_and_cli(api_server: RunningServer) -> None:
+    calc = finished_calc(api_server)
+    page = Pages(api_server).login_as("alice").get(f"/status/calcs/{calc['id']}")
+    assert page.status_code == 200
+    assert page.headers["Refresh"].isdigit()
+    assert page.headers["Cache-Control"] == "no-store"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    text = page.text
+    history = text.split("State history", 1)[1].split("</table>", 1)[0]
+    states = re.findall(r"<tr><td>([a-z]+)</td>", history)
+    assert states == ["registered", "queued", "running", "succeeded"]
+    assert "<td>p1</td>" in history  # the lease holder of the claim
+    for entry in calc["inputs"] + calc["results"]:
+        assert entry["sha256"] in text and f"<code>{entry['name']}</code>" in text
+    assert "all steps done" in text  # stdout tail
+    assert "warning: &lt;tiny&gt; &amp; harmless" in text  # stderr tail, escaped
+    assert f"extcomp-api calcs fetch {calc['id']} --url {api_server.url}" in text
+    assert STDOUT in text
+
+
+def test_outside_names_are_escaped_everywhere(api_server: RunningServer) -> None:
+    hostile = "<script>alert(1)</script>\"'&<img src=x onerror=alert(2)>"
+    calc = Api(api_server, "alice").queued(args=[hostile])
+    resp = requests.post(
+        api_server.url + "/api/v1/sites/site-b/claim",
+        json={"poller": "p-ua", "wait": 0},
+        headers={**api_server.headers("alice"), "User-Agent": "<b>evil</b>/1.0"},
+        verify=str(api_server.ca_file),
+        timeout=30,
+    )
+    assert resp.status_code == 204
+    alice = Pages(api_server).login_as("alice")
+    detail = alice.get(f"/status/calcs/{calc['id']}").text
+    sites = alice.get("/status/sites").text
+    for page in (detail, sites):
+        assert "<script" not in page and "<img" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in detail
+    assert "&lt;b&gt;evil&lt;/b&gt;/1.0" in sites  # the poller's version, escaped
+
+
+def test_sites_show_pollers_with_age_and_version_and_queue_says_why(
+    api_server: RunningServer,
+) -> None:
+    api = Api(api_server, "alice")
+    calc = api.queued()
+    admin = Pages(api_server).login_as("admin")
+    queue = admin.get("/status/queue").text
+    assert calc["id"] in queue and "no poller has been seen for site site-a" in queue
+    assert api.claim(site="site-b", poller="p-b").status_code == 204
+    sites = admin.get("/status/sites").text
+    site_b = sites.split('id="site-site-b"', 1)[1]
+    assert "<td>p-b</td>" in site_b and "mint-extcomp/" not in site_b  # requests' own agent
+    assert "python-requests/" in site_b and ">live<" in site_b and "<td>alice</td>" in site_b
+    site_a = sites.split('id="site-site-a"', 1)[1].split('id="site-site-b"', 1)[0]
+    assert "No poller has been seen" in site_a
+    assert '<td><a href="/status/calcs?state=queued">1</a></td>' in site_a
+    bob_sites = Pages(api_server).login_as("bob").get("/status/sites").text
+    assert "<td>alice</td>" not in bob_sites  # pollers' users are for admins only
+
+
+def test_forms_are_bounded_and_typed(api_server: RunningServer) -> None:
+    admin = Pages(api_server).login_as("admin")
+    calc = Api(api_server, "alice").queued()
+    big = admin.post(_cancel_path(calc["id"]), {"csrf": "x" * 20000})
+    assert big.status_code == 413
+    as_json = admin.call("POST", _cancel_path(calc["id"]), json={"csrf": admin.csrf()})
+    assert as_json.status_code == 400 and "x-www-form-urlencoded" in as_json.text
+    assert admin.get("/status/calcs?state=bogus").status_code == 400
+    assert admin.get("/status/calcs/not-an-id").status_code == 404
+    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.tpl")))
+def test_templates_never_print_unescaped(name: str) -> None:
+    assert "{{!" not in (TEMPLATES / name).read_text()
