@@ -126,6 +126,8 @@ def register_status_routes(
                 guard_body(deps, env)
                 session = sessions.get(_cookie_value())
                 status = 200
+                html = "text/html; charset=utf-8"
+                bottle.response.content_type = html  # a page may set its own (the stylesheet)
                 try:
                     if login and session is None:
                         raise _Redirect(f"{PREFIX}/login")
@@ -151,7 +153,8 @@ def register_status_routes(
                     )
                 body_done(env)
                 bottle.response.status = status
-                bottle.response.content_type = "text/html; charset=utf-8"
+                if status >= 400:
+                    bottle.response.content_type = html
                 for key, value in SECURITY_HEADERS:
                     bottle.response.set_header(key, value)
                 log.info(
