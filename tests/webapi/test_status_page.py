@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -205,3 +209,32 @@ def test_forms_are_bounded_and_typed(api_server: RunningServer) -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.tpl")))
 def test_templates_never_print_unescaped(name: str) -> None:
     assert "{{!" not in (TEMPLATES / name).read_text()
+
+
+def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
+    """Build the wheel, unpack it, and render the login page from there (package data)."""
+    root = Path(__file__).parents[2]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("mint_extcomp-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    probe = (
+        "from webapi.server.status import routes as r; "
+        "print(r.TEMPLATES); print(r.render_page('login.tpl', message='')); "
+        "print((r.TEMPLATES / 'status.css').is_file())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert Path(out.splitlines()[0]).is_relative_to(site)
+    assert 'name="token"' in out and out.rstrip().endswith("True")
