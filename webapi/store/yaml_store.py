@@ -202,7 +202,7 @@ class YamlJobStore:
                 meta=req.meta,
             )
             self.calc_dir(calc.id).mkdir()
-            self.save(None, calc)
+            calc = self.save(None, calc)
             if req_file is not None:
                 req_file.parent.mkdir(parents=True, exist_ok=True)
                 req_file.write_text(calc.id)
