@@ -46,9 +46,21 @@ class Pages:
     def post(self, path: str, form: dict[str, str]) -> requests.Response:
         return self.call("POST", path, data=form)
 
+    def login_nonce(self) -> tuple[str, str]:
+        """The nonce a fresh login form carries, and the cookie header that comes with it."""
+        page = self.get("/status/login")
+        field = re.search(r'name="nonce" value="([^"]+)"', page.text)
+        cookie = re.match(r"extcomp_status_login=([^;]+)", page.headers["Set-Cookie"])
+        assert field and cookie and field.group(1) == cookie.group(1)
+        return field.group(1), f"extcomp_status_login={cookie.group(1)}"
+
     def login(self, **form: str) -> requests.Response:
-        resp = self.post("/status/login", form)
-        self.set_cookie = resp.headers.get("Set-Cookie")
+        nonce, cookie = self.login_nonce()
+        resp = self.call(
+            "POST", "/status/login", data={"nonce": nonce, **form}, headers={"Cookie": cookie}
+        )
+        set_cookies = resp.raw.headers.getlist("Set-Cookie")
+        self.set_cookie = next((c for c in set_cookies if c.startswith("extcomp_status=")), None)
         if resp.status_code == 303 and self.set_cookie:
             match = re.match(r"extcomp_status=([^;]*)", self.set_cookie)
             assert match

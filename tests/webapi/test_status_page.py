@@ -7,61 +7,110 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.webapi.apihelp import Api
-from tests.webapi.conftest import RunningServer
+from tests.webapi.conftest import RunningServer, _prepare, _start_thread
 from tests.webapi.statushelp import STDOUT, Pages, finished_calc
 
 TEMPLATES = Path(__file__).parents[2] / "webapi" / "server" / "status" / "templates"
 REFUSED = "login refused: the token, or the user name and password, are not valid"
 
 
-def test_pages_need_a_login_and_login_sets_a_strict_cookie(api_server: RunningServer) -> None:
-    anon = Pages(api_server)
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tls_material: tuple[Path, Path]
+) -> Iterator[RunningServer]:
+    """One server for the tests that only register calcs and never poll (no poller is ever
+    seen, so any user may register on any site); the others start their own."""
+    stops: list[Callable[[], None]] = []
+    base = tmp_path_factory.mktemp("status-api")
+    config_path, tokens = _prepare(base, tls_material, {})
+    common = dict(
+        ca_file=tls_material[0],
+        config_path=config_path,
+        data_dir=base / "data",
+        users_file=base / "users.yml",
+        tokens=tokens,
+        log_path=base / "server.log",
+        base_dir=base,
+    )
+    yield _start_thread(config_path, base / "server.log", common, stops)
+    for stop in stops:
+        stop()
+
+
+def test_pages_need_a_login_and_login_sets_a_strict_cookie(server: RunningServer) -> None:
+    anon = Pages(server)
     for path in ("/status", "/status/sites", "/status/queue", "/status/calcs"):
         resp = anon.get(path)
         assert resp.status_code == 303 and resp.headers["Location"].endswith("/status/login")
     form = anon.get("/status/login")
     assert form.status_code == 200 and 'name="token"' in form.text and "<script" not in form.text
 
-    resp = Pages(api_server).login(token=api_server.tokens["alice"])
+    visitor = Pages(server)
+    resp = visitor.login(token=server.tokens["alice"])
     assert resp.status_code == 303 and resp.headers["Location"].endswith("/status/sites")
-    flags = [f.strip() for f in resp.headers["Set-Cookie"].split(";")]
+    assert visitor.set_cookie is not None
+    flags = [f.strip() for f in visitor.set_cookie.split(";")]
     assert flags[0].startswith("extcomp_status=") and len(flags[0]) > 40
     assert {"HttpOnly", "Secure", "SameSite=Strict", "Path=/status"} <= set(flags)
     assert any(f.startswith("Max-Age=") and int(f[8:]) > 0 for f in flags)
 
 
 def test_password_login_works_and_wrong_ones_do_not_say_what_was_wrong(
-    api_server: RunningServer,
+    server: RunningServer,
 ) -> None:
-    good = Pages(api_server).login(user="bob", password=api_server.passwords["bob"])
+    good = Pages(server).login(user="bob", password=server.passwords["bob"])
     assert good.status_code == 303
     wrong = [
         {"token": "xc_not-a-token"},
-        {"token": api_server.tokens["alice"] + "x"},
+        {"token": server.tokens["alice"] + "x"},
         {"user": "bob", "password": "wrong"},
-        {"user": "nobody", "password": api_server.passwords["bob"]},
-        {"user": "bob", "password": api_server.passwords["alice"]},
+        {"user": "nobody", "password": server.passwords["bob"]},
+        {"user": "bob", "password": server.passwords["alice"]},
     ]
     for form in wrong:
-        visitor = Pages(api_server)
+        visitor = Pages(server)
         resp = visitor.login(**form)
         assert resp.status_code == 401, form
         assert REFUSED in resp.text
-        assert "Set-Cookie" not in resp.headers
+        assert visitor.set_cookie is None  # no session cookie
         assert visitor.get("/status/sites").status_code == 303
-    assert Pages(api_server).login().status_code == 400  # nothing given: says what to give
+    assert Pages(server).login().status_code == 400  # nothing given: says what to give
+    for text in (server.tokens["alice"], server.passwords["bob"], "xc_not-a-token"):
+        assert text not in server.log_path.read_text()
 
 
-def test_a_user_sees_only_their_own_calcs_an_admin_all(api_server: RunningServer) -> None:
-    mine = Api(api_server, "alice").queued()
-    theirs = Api(api_server, "bob").queued()
-    bob = Pages(api_server).login_as("bob")
+def test_a_login_needs_the_nonce_of_a_login_form_from_this_site(
+    server: RunningServer,
+) -> None:
+    visitor = Pages(server)
+    nonce, cookie = visitor.login_nonce()
+    token = server.tokens["alice"]
+    forged = [
+        ({"token": token}, {}),  # a form on another site: neither nonce nor cookie
+        ({"token": token, "nonce": nonce}, {}),  # the nonce but no cookie (SameSite kept it)
+        ({"token": token}, {"Cookie": cookie}),
+        ({"token": token, "nonce": nonce + "x"}, {"Cookie": cookie}),
+    ]
+    for form, headers in forged:
+        resp = visitor.call("POST", "/status/login", data=form, headers=headers)
+        assert resp.status_code == 403 and "came from another site" in resp.text
+        assert not any(
+            c.startswith("extcomp_status=") for c in resp.raw.headers.getlist("Set-Cookie")
+        )
+    assert visitor.login(token=token).status_code == 303
+
+
+def test_a_user_sees_only_their_own_calcs_an_admin_all(server: RunningServer) -> None:
+    mine = Api(server, "alice").queued()
+    theirs = Api(server, "bob").queued()
+    bob = Pages(server).login_as("bob")
     for path in ("/status/sites", "/status/queue", "/status/calcs"):
         page = bob.get(path)
         assert page.status_code == 200
@@ -69,7 +118,7 @@ def test_a_user_sees_only_their_own_calcs_an_admin_all(api_server: RunningServer
         assert mine["id"] not in page.text, f"{path} shows alice's calc to bob"
     other = bob.get(f"/status/calcs/{mine['id']}")
     assert other.status_code == 404 and mine["id"] not in other.text and "in.txt" not in other.text
-    admin = Pages(api_server).login_as("admin")
+    admin = Pages(server).login_as("admin")
     queue = admin.get("/status/queue").text
     assert mine["id"] in queue and theirs["id"] in queue
     assert admin.get(f"/status/calcs/{mine['id']}").status_code == 200
@@ -79,54 +128,54 @@ def _cancel_path(calc_id: str) -> str:
     return f"/status/calcs/{calc_id}/cancel"
 
 
-def test_admin_actions_need_this_sessions_csrf_token(api_server: RunningServer) -> None:
-    calc = Api(api_server, "alice").queued()
-    admin = Pages(api_server).login_as("admin")
-    bob = Pages(api_server).login_as("bob")
+def test_admin_actions_need_this_sessions_csrf_token(server: RunningServer) -> None:
+    calc = Api(server, "alice").queued()
+    admin = Pages(server).login_as("admin")
+    bob = Pages(server).login_as("bob")
     forged = [{}, {"csrf": ""}, {"csrf": "x" * 43}, {"csrf": bob.csrf()}]
     for form in forged:
         resp = admin.post(_cancel_path(calc["id"]), form)
         assert resp.status_code == 403 and "CSRF" in resp.text, form
-        assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+        assert Api(server, "alice").get(calc["id"])["state"] == "queued"
     resp = admin.post(_cancel_path(calc["id"]), {"csrf": admin.csrf()})
     assert resp.status_code == 303
-    assert Api(api_server, "alice").get(calc["id"])["state"] == "cancelled"
+    assert Api(server, "alice").get(calc["id"])["state"] == "cancelled"
     page = admin.get(resp.headers["Location"]).text
     assert "cancelled by admin on the status page" in page
 
 
-def test_a_non_admin_cannot_post_actions_even_with_a_good_token(api_server: RunningServer) -> None:
-    calc = Api(api_server, "alice").queued()
-    alice = Pages(api_server).login_as("alice")
+def test_a_non_admin_cannot_post_actions_even_with_a_good_token(server: RunningServer) -> None:
+    calc = Api(server, "alice").queued()
+    alice = Pages(server).login_as("alice")
     page = alice.get(f"/status/calcs/{calc['id']}").text
     assert "Admin actions" not in page and "/cancel" not in page
     csrf = alice.csrf()
     for action in ("cancel", "requeue", "fail"):
         resp = alice.post(f"/status/calcs/{calc['id']}/{action}", {"csrf": csrf, "reason": "x"})
         assert resp.status_code == 403 and "only an admin" in resp.text
-    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
-    anon = Pages(api_server).post(_cancel_path(calc["id"]), {"csrf": csrf})
+    assert Api(server, "alice").get(calc["id"])["state"] == "queued"
+    anon = Pages(server).post(_cancel_path(calc["id"]), {"csrf": csrf})
     assert anon.status_code == 303  # to the login form; nothing done
-    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    assert Api(server, "alice").get(calc["id"])["state"] == "queued"
 
 
-def test_fail_and_requeue_and_state_machine_refusals(api_server: RunningServer) -> None:
-    calc = Api(api_server, "alice").queued()
-    admin = Pages(api_server).login_as("admin")
+def test_fail_and_requeue_and_state_machine_refusals(server: RunningServer) -> None:
+    calc = Api(server, "alice").queued()
+    admin = Pages(server).login_as("admin")
     csrf = admin.csrf()
     path = f"/status/calcs/{calc['id']}"
     assert admin.post(path + "/fail", {"csrf": csrf}).status_code == 400  # no reason
     assert admin.post(path + "/fail", {"csrf": csrf, "reason": "stuck"}).status_code == 303
-    assert Api(api_server, "alice").get(calc["id"])["reason"] == "failed by an admin: stuck"
+    assert Api(server, "alice").get(calc["id"])["reason"] == "failed by an admin: stuck"
     refused = admin.post(path + "/cancel", {"csrf": csrf})
     assert refused.status_code == 409 and "cannot cancel" in refused.text
     assert admin.post(path + "/requeue", {"csrf": csrf}).status_code == 303
-    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    assert Api(server, "alice").get(calc["id"])["state"] == "queued"
     assert admin.post(path + "/explode", {"csrf": csrf}).status_code == 404
 
 
-def test_logout_needs_csrf_and_ends_the_session(api_server: RunningServer) -> None:
-    alice = Pages(api_server).login_as("alice")
+def test_logout_needs_csrf_and_ends_the_session(server: RunningServer) -> None:
+    alice = Pages(server).login_as("alice")
     assert alice.post("/status/logout", {}).status_code == 403
     assert alice.get("/status/sites").status_code == 200
     resp = alice.post("/status/logout", {"csrf": alice.csrf()})
@@ -194,16 +243,16 @@ def test_sites_show_pollers_with_age_and_version_and_queue_says_why(
     assert "<td>alice</td>" not in bob_sites  # pollers' users are for admins only
 
 
-def test_forms_are_bounded_and_typed(api_server: RunningServer) -> None:
-    admin = Pages(api_server).login_as("admin")
-    calc = Api(api_server, "alice").queued()
+def test_forms_are_bounded_and_typed(server: RunningServer) -> None:
+    admin = Pages(server).login_as("admin")
+    calc = Api(server, "alice").queued()
     big = admin.post(_cancel_path(calc["id"]), {"csrf": "x" * 20000})
     assert big.status_code == 413
     as_json = admin.call("POST", _cancel_path(calc["id"]), json={"csrf": admin.csrf()})
     assert as_json.status_code == 400 and "x-www-form-urlencoded" in as_json.text
     assert admin.get("/status/calcs?state=bogus").status_code == 400
     assert admin.get("/status/calcs/not-an-id").status_code == 404
-    assert Api(api_server, "alice").get(calc["id"])["state"] == "queued"
+    assert Api(server, "alice").get(calc["id"])["state"] == "queued"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.tpl")))
@@ -211,6 +260,7 @@ def test_templates_never_print_unescaped(name: str) -> None:
     assert "{{!" not in (TEMPLATES / name).read_text()
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
     """Build the wheel, unpack it, and render the login page from there (package data)."""
     root = Path(__file__).parents[2]
@@ -225,7 +275,7 @@ def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
         zf.extractall(site)
     probe = (
         "from webapi.server.status import routes as r; "
-        "print(r.TEMPLATES); print(r.render_page('login.tpl', message='')); "
+        "print(r.TEMPLATES); print(r.render_page('login.tpl', message='', nonce='n')); "
         "print((r.TEMPLATES / 'status.css').is_file())"
     )
     out = subprocess.run(

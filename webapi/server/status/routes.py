@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,9 @@ PREFIX = "/status"
 REFRESH_SECONDS = 15
 MAX_FORM_BYTES = 16 * 1024
 LOGIN_FAILED = "login refused: the token, or the user name and password, are not valid"
+LOGIN_STALE = "the login form expired or came from another site: log in on this page again"
+LOGIN_COOKIE = "extcomp_status_login"
+LOGIN_NONCE_SECONDS = 3600
 ACTIONS = ("cancel", "requeue", "fail")
 # The pages need nothing from elsewhere: no scripts at all, styles and forms only from here.
 SECURITY_HEADERS = (
@@ -67,21 +72,36 @@ def _is_tls() -> bool:
     return bool(bottle.request.environ.get("wsgi.url_scheme") == "https")
 
 
-def _cookie_value() -> str | None:
+def _cookie_value(cookie: str = COOKIE) -> str | None:
     # Parsed by hand from the raw header: Bottle's cookie helper would decode signed cookies.
     raw = str(bottle.request.environ.get("HTTP_COOKIE", ""))
     for part in raw.split(";"):
         name, _, value = part.strip().partition("=")
-        if name == COOKIE and value:
+        if name == cookie and value:
             return value
     return None
 
 
-def _set_cookie(value: str, max_age: int) -> None:
-    flags = f"{COOKIE}={value}; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+def _set_cookie(value: str, max_age: int, *, cookie: str = COOKIE, path: str = PREFIX) -> None:
+    flags = f"{cookie}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     if _is_tls():
         flags += "; Secure"
     bottle.response.add_header("Set-Cookie", flags)
+
+
+def _login_page(message: str) -> str:
+    """The login form with a fresh nonce, also set as a cookie: a login must post both (a
+    form on another site gets no SameSite=Strict cookie, so it cannot log a browser in)."""
+    nonce = secrets.token_urlsafe(32)
+    _set_cookie(nonce, LOGIN_NONCE_SECONDS, cookie=LOGIN_COOKIE, path=f"{PREFIX}/login")
+    return render_page("login.tpl", message=message, nonce=nonce)
+
+
+def _login_nonce_ok(given: str | None) -> bool:
+    kept = _cookie_value(LOGIN_COOKIE)
+    if not kept or not given:
+        return False
+    return hmac.compare_digest(kept.encode(), given.encode("utf-8", "replace"))
 
 
 def read_form() -> dict[str, str]:
@@ -180,6 +200,7 @@ def register_status_routes(
         return f"{parts.scheme}://{parts.netloc}"
 
     @page("GET", PREFIX, login=False)
+    @page("GET", PREFIX + "/", login=False)
     def index(session: Session | None) -> str:
         raise _Redirect(f"{PREFIX}/sites" if session else f"{PREFIX}/login")
 
@@ -190,12 +211,14 @@ def register_status_routes(
         return text
 
     @page("GET", f"{PREFIX}/login", login=False)
-    def login_form(session: Session | None) -> str:
-        return render_page("login.tpl", session=session, message="")
+    def login_form(_s: Session | None) -> str:
+        return _login_page("")
 
     @page("POST", f"{PREFIX}/login", login=False)
     def login(_s: Session | None) -> tuple[int, str]:
         form = read_form()
+        if not _login_nonce_ok(form.get("nonce")):
+            return 403, _login_page(LOGIN_STALE)
         token = form.get("token", "").strip()
         user, password = form.get("user", "").strip(), form.get("password", "")
         try:
@@ -204,12 +227,13 @@ def register_status_routes(
             elif user and password:
                 principal = deps.auth.check_password(user, password)
             else:
-                raise BadRequest("give a token, or a user name and a password")
+                return 400, _login_page("give a token, or a user name and a password")
         except Unauthorized:
             log.info("status page: a login was refused")
-            return 401, render_page("login.tpl", message=LOGIN_FAILED)
+            return 401, _login_page(LOGIN_FAILED)
         session_id, _new = sessions.create(principal.user, principal.admin)
         _set_cookie(session_id, int(sessions.max_age_seconds))
+        _set_cookie("", 0, cookie=LOGIN_COOKIE, path=f"{PREFIX}/login")
         raise _Redirect(f"{PREFIX}/sites")
 
     @page("POST", f"{PREFIX}/logout")

@@ -3,6 +3,7 @@
 <p class="error" id="message">{{message}}</p>
 % end
 <form method="post" action="{{prefix}}/login" class="login">
+<input type="hidden" name="nonce" value="{{nonce}}">
 <fieldset>
 <legend>With an API token</legend>
 <label for="token">Token</label>
