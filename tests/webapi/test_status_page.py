@@ -16,6 +16,7 @@ import requests
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer, _prepare, _start_thread
 from tests.webapi.statushelp import STDOUT, Pages, finished_calc
+from webapi.server.status import views
 
 TEMPLATES = Path(__file__).parents[2] / "webapi" / "server" / "status" / "templates"
 REFUSED = "login refused: the token, or the user name and password, are not valid"
@@ -253,6 +254,18 @@ def test_forms_are_bounded_and_typed(server: RunningServer) -> None:
     assert admin.get("/status/calcs?state=bogus").status_code == 400
     assert admin.get("/status/calcs/not-an-id").status_code == 404
     assert Api(server, "alice").get(calc["id"])["state"] == "queued"
+
+
+def test_the_calc_list_is_bounded_and_says_so(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = Api(server, "alice")
+    api.queued()
+    newest = api.queued()
+    monkeypatch.setattr(views, "CALCS_SHOWN", 1)
+    page = Pages(server).login_as("alice").get("/status/calcs").text
+    assert re.search(r"The 1 most recently changed of \d+ calcs", page)
+    assert re.findall(r'href="/status/calcs/(c-[0-9a-f]+)"', page) == [newest["id"]]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.glob("*.tpl")))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from webapi import calcs
 from webapi.calcs import Calc, StateChange
 from webapi.contract.calc import CalcState, FileEntry
 from webapi.server.status.sessions import SessionStore, csrf_ok
 from webapi.server.status.views import actions_for, ago
+from webapi.store.base import NewCalcRequest
+from webapi.store.yaml_store import YamlJobStore
 
 SHA = "a" * 64
 
@@ -106,3 +111,20 @@ def test_actions_follow_the_state_machine_and_ages_read_well() -> None:
     assert actions_for(_new((FileEntry("in", 5, SHA),))) == ("cancel", "fail")
     assert [ago(s) for s in (-3, 42, 420, 36000)] == ["0 s", "42 s", "7 min", "10.0 h"]
     assert CalcState.QUEUED.value == "queued"
+
+
+def test_listings_parse_a_record_again_only_when_it_changed(tmp_path: Path) -> None:
+    store = YamlJobStore(tmp_path)
+    req = NewCalcRequest("alice", "site-a", "sample", (), ())
+    one, _ = store.create(req, quota_bytes=0)
+    two, _ = store.create(req, quota_bytes=0)
+    first = {c.id: c for c in store.list_calcs(user=None, state=None, site=None)}
+    again = {c.id: c for c in store.list_calcs(user=None, state=None, site=None)}
+    assert all(again[k] is first[k] for k in first)  # served from the cache
+    store.cancel(one.id, "no longer needed")
+    listed = {c.id: c for c in store.list_calcs(user=None, state=None, site=None)}
+    assert listed[one.id].state is CalcState.CANCELLED and listed[two.id] is first[two.id]
+    assert listed[one.id] == store.get(one.id)
+    shutil.rmtree(tmp_path / "calcs" / two.id)
+    assert [c.id for c in store.list_calcs(user=None, state=None, site=None)] == [one.id]
+    store.close()

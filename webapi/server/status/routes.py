@@ -265,10 +265,15 @@ def register_status_routes(
         except ValueError:
             known = [str(s) for s in CalcState]
             raise BadRequest(f"unknown state {raw!r}; use one of {known}") from None
-        rows = views.calc_rows(store, session.user, session.admin, state, reason)
+        rows, total = views.calc_rows(store, session.user, session.admin, state, reason)
         auto_refresh()
         return render_page(
-            "calcs.tpl", session=session, refresh=True, rows=rows, state=str(state or "")
+            "calcs.tpl",
+            session=session,
+            refresh=True,
+            rows=rows,
+            total=total,
+            state=str(state or ""),
         )
 
     @page("GET", f"{PREFIX}/calcs/<calc_id>")

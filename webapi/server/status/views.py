@@ -20,6 +20,7 @@ Reason = Callable[[Calc], str | None]  # the reason the API gives for a calc (it
 TAIL_BYTES = 4000
 EXPIRES_SOON_SECONDS = 3600  # a queued calc this close to its queue expiry says so
 WAITING = (CalcState.REGISTERED, CalcState.QUEUED)
+CALCS_SHOWN = 500  # the calc list's length (the queue always shows every waiting calc)
 
 
 def ago(seconds: float) -> str:
@@ -194,13 +195,15 @@ def queue(
 
 def calc_rows(
     store: JobStore, user: str, admin: bool, state: CalcState | None, reason: Reason
-) -> list[CalcRow]:
+) -> tuple[list[CalcRow], int]:
+    """The newest-changed calcs (at most CALCS_SHOWN), and how many there are in all."""
     found = visible_calcs(store, user, admin, state=state)
     found.sort(key=lambda c: -c.updated)
-    return [
+    rows = [
         CalcRow(c.id, c.user, c.site, c.command, str(c.state), when(c.updated), reason(c) or "")
-        for c in found
+        for c in found[:CALCS_SHOWN]
     ]
+    return rows, len(found)
 
 
 def _files(entries: tuple[FileEntry, ...]) -> tuple[FileRow, ...]:

@@ -2,6 +2,9 @@
 % if not rows:
 <p id="empty">No calcs.</p>
 % else:
+% if total > len(rows):
+<p class="note">The {{len(rows)}} most recently changed of {{total}} calcs; filter by state to see others.</p>
+% end
 <table class="calcs">
 <tr><th>Calc</th><th>User</th><th>Site</th><th>Command</th><th>State</th><th>Updated</th><th>Reason</th></tr>
 % for row in rows:
