@@ -63,6 +63,19 @@ def test_pages_need_a_login_and_login_sets_a_strict_cookie(server: RunningServer
     assert any(f.startswith("Max-Age=") and int(f[8:]) > 0 for f in flags)
 
 
+def test_without_tls_the_cookie_is_not_secure(
+    make_api_server: Callable[..., RunningServer],
+) -> None:
+    plain = make_api_server(tls=None)
+    assert plain.url.startswith("http://")
+    visitor = Pages(plain)
+    assert visitor.login(token=plain.tokens["alice"]).status_code == 303
+    assert visitor.set_cookie is not None
+    flags = {f.strip() for f in visitor.set_cookie.split(";")}
+    assert "Secure" not in flags and {"HttpOnly", "SameSite=Strict"} <= flags
+    assert visitor.get("/status/sites").status_code == 200
+
+
 def test_password_login_works_and_wrong_ones_do_not_say_what_was_wrong(
     server: RunningServer,
 ) -> None:
