@@ -252,7 +252,11 @@ def test_sites_show_pollers_with_age_and_version_and_queue_says_why(
     assert "python-requests/" in site_b and ">live<" in site_b and "<td>alice</td>" in site_b
     site_a = sites.split('id="site-site-a"', 1)[1].split('id="site-site-b"', 1)[0]
     assert "No poller has been seen" in site_a
-    assert '<td><a href="/status/calcs?state=queued">1</a></td>' in site_a
+    link = "/status/calcs?site=site-a&amp;state=queued"
+    assert f'<td><a href="{link}">1</a></td>' in site_a
+    listed = admin.get(link.replace("&amp;", "&")).text
+    assert "<h1>Calcs site-a queued</h1>" in listed and calc["id"] in listed
+    assert admin.get("/status/calcs?site=site-b").text.count('href="/status/calcs/c-') == 0
     bob_sites = Pages(api_server).login_as("bob").get("/status/sites").text
     assert "<td>alice</td>" not in bob_sites  # pollers' users are for admins only
 

@@ -265,15 +265,12 @@ def register_status_routes(
         except ValueError:
             known = [str(s) for s in CalcState]
             raise BadRequest(f"unknown state {raw!r}; use one of {known}") from None
-        rows, total = views.calc_rows(store, session.user, session.admin, state, reason)
+        site = bottle.request.query.get("site") or None
+        rows, total = views.calc_rows(store, session.user, session.admin, state, site, reason)
         auto_refresh()
+        title = " ".join(["Calcs", *([site] if site else []), *([str(state)] if state else [])])
         return render_page(
-            "calcs.tpl",
-            session=session,
-            refresh=True,
-            rows=rows,
-            total=total,
-            state=str(state or ""),
+            "calcs.tpl", session=session, refresh=True, rows=rows, total=total, title=title
         )
 
     @page("GET", f"{PREFIX}/calcs/<calc_id>")

@@ -194,10 +194,17 @@ def queue(
 
 
 def calc_rows(
-    store: JobStore, user: str, admin: bool, state: CalcState | None, reason: Reason
+    store: JobStore,
+    user: str,
+    admin: bool,
+    state: CalcState | None,
+    site: str | None,
+    reason: Reason,
 ) -> tuple[list[CalcRow], int]:
     """The newest-changed calcs (at most CALCS_SHOWN), and how many there are in all."""
     found = visible_calcs(store, user, admin, state=state)
+    if site is not None:
+        found = [c for c in found if c.site == site]
     found.sort(key=lambda c: -c.updated)
     rows = [
         CalcRow(c.id, c.user, c.site, c.command, str(c.state), when(c.updated), reason(c) or "")

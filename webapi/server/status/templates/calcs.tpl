@@ -1,4 +1,4 @@
-% include('header.tpl', title='Calcs ' + state if state else 'Calcs')
+% include('header.tpl', title=title)
 % if not rows:
 <p id="empty">No calcs.</p>
 % else:

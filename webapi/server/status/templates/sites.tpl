@@ -18,7 +18,7 @@
 </tr>
 <tr>
 % for state, count in site.by_state:
-<td><a href="{{prefix}}/calcs?state={{state}}">{{count}}</a></td>
+<td><a href="{{prefix}}/calcs?site={{site.name}}&amp;state={{state}}">{{count}}</a></td>
 % end
 </tr>
 </table>
