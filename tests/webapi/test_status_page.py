@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer, _prepare, _start_thread
 from tests.webapi.statushelp import STDOUT, Pages, finished_calc
+from webapi.server.auth import UserStore
 from webapi.server.status import views
 
 TEMPLATES = Path(__file__).parents[2] / "webapi" / "server" / "status" / "templates"
@@ -195,6 +197,33 @@ def test_logout_needs_csrf_and_ends_the_session(server: RunningServer) -> None:
     resp = alice.post("/status/logout", {"csrf": alice.csrf()})
     assert resp.status_code == 303 and "Max-Age=0" in resp.headers["Set-Cookie"]
     assert alice.get("/status/sites").status_code == 303  # the old cookie is dead server-side
+
+
+def test_sessions_follow_the_users_file(api_server: RunningServer) -> None:
+    """Revoking the token a session logged in with, changing the password it used, or taking
+    the admin flag away takes effect at the session's next request."""
+    users = UserStore(api_server.users_file)
+    by_token = Pages(api_server).login_as("alice")
+    by_password = Pages(api_server)
+    assert by_password.login(user="alice", password=api_server.passwords["alice"]).status_code
+    assert by_password.get("/status/sites").status_code == 200
+    (alice,) = [u for u in users.list_users() if u.name == "alice"]
+    users.revoke("alice", alice.tokens[0].id)
+    assert by_token.get("/status/sites").status_code == 303  # to the login form
+    assert by_password.get("/status/sites").status_code == 200
+    users.set_password("alice", "a-new-password-4Rt")
+    assert by_password.get("/status/sites").status_code == 303
+
+    calc = Api(api_server, "bob").queued()
+    admin = Pages(api_server).login_as("admin")
+    csrf = admin.csrf()
+    raw = yaml.safe_load(api_server.users_file.read_text())
+    raw["users"]["admin"]["admin"] = False
+    api_server.users_file.write_text(yaml.safe_dump(raw))
+    refused = admin.post(f"/status/calcs/{calc['id']}/cancel", {"csrf": csrf})
+    assert refused.status_code == 403 and "only an admin" in refused.text
+    assert admin.get(f"/status/calcs/{calc['id']}").status_code == 404  # bob's, not theirs
+    assert Api(api_server, "bob").get(calc["id"])["state"] == "queued"
 
 
 def test_calc_detail_history_files_logs_and_cli(api_server: RunningServer) -> None:

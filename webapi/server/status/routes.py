@@ -8,6 +8,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -144,7 +145,7 @@ def register_status_routes(
                 started = time.monotonic()
                 env = bottle.request.environ
                 guard_body(deps, env)
-                session = sessions.get(_cookie_value())
+                session = _current(sessions.get(_cookie_value()))
                 status = 200
                 html = "text/html; charset=utf-8"
                 bottle.response.content_type = html  # a page may set its own (the stylesheet)
@@ -159,6 +160,10 @@ def register_status_routes(
                 except ApiError as exc:
                     status = exc.status
                     out = render_page("error.tpl", session=session, message=str(exc))
+                    if exc.status == 413:
+                        # The unread body would be taken for the next request on this
+                        # keep-alive connection.
+                        bottle.response.set_header("Connection", "close")
                 except OSError as exc:
                     status = 507 if disk_full(exc) else 500
                     log.error("%s %s: %s", method, printable(bottle.request.path), exc)
@@ -191,6 +196,17 @@ def register_status_routes(
             return fn
 
         return decorate
+
+    def _current(session: Session | None) -> Session | None:
+        """The session as the users file says now: gone with its user or credential (a revoked
+        token, a changed password), and an admin only while the user is one."""
+        if session is None:
+            return None
+        now = deps.auth.current(session.user, session.credential)
+        if now is None:
+            sessions.end(_cookie_value())
+            return None
+        return session if now.admin == session.admin else replace(session, admin=now.admin)
 
     def auto_refresh() -> None:
         bottle.response.set_header("Refresh", str(REFRESH_SECONDS))
@@ -231,7 +247,7 @@ def register_status_routes(
         except Unauthorized:
             log.info("status page: a login was refused")
             return 401, _login_page(LOGIN_FAILED)
-        session_id, _new = sessions.create(principal.user, principal.admin)
+        session_id, _new = sessions.create(principal.user, principal.admin, principal.token_id)
         _set_cookie(session_id, int(sessions.max_age_seconds))
         _set_cookie("", 0, cookie=LOGIN_COOKIE, path=f"{PREFIX}/login")
         raise _Redirect(f"{PREFIX}/sites")
@@ -277,8 +293,11 @@ def register_status_routes(
     def calc_page(session: Session, calc_id: str) -> str:
         calc = _visible(session, calc_id)
         info = views.detail(store, calc, reason, base_url())
-        auto_refresh()
-        return render_page("calc.tpl", session=session, refresh=True, calc=info)
+        # An admin's page has forms (a reason typed into "fail"): a reload would wipe them.
+        refresh = not (session.admin and info.actions)
+        if refresh:
+            auto_refresh()
+        return render_page("calc.tpl", session=session, refresh=refresh, calc=info)
 
     @page("POST", f"{PREFIX}/calcs/<calc_id>/<action>")
     def calc_action(session: Session, calc_id: str, action: str) -> str:

@@ -24,6 +24,7 @@ class Session:
     csrf: str
     created: float
     last_used: float
+    credential: str = ""  # the token id or password id it logged in with (UserStore.current)
 
 
 def _key(session_id: str) -> str:
@@ -47,11 +48,11 @@ class SessionStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
 
-    def create(self, user: str, admin: bool) -> tuple[str, Session]:
+    def create(self, user: str, admin: bool, credential: str = "") -> tuple[str, Session]:
         """A new session: (the cookie value, shown to the browser only, and the session)."""
         now = self._clock()
         session_id = secrets.token_urlsafe(32)
-        session = Session(user, admin, secrets.token_urlsafe(32), now, now)
+        session = Session(user, admin, secrets.token_urlsafe(32), now, now, credential)
         with self._lock:
             self._drop_expired(now)
             while len(self._sessions) >= MAX_SESSIONS:
