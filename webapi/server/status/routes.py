@@ -145,11 +145,12 @@ def register_status_routes(
                 started = time.monotonic()
                 env = bottle.request.environ
                 guard_body(deps, env)
-                session = _current(sessions.get(_cookie_value()))
+                session: Session | None = None
                 status = 200
                 html = "text/html; charset=utf-8"
                 bottle.response.content_type = html  # a page may set its own (the stylesheet)
                 try:
+                    session = _current(sessions.get(_cookie_value()))
                     if login and session is None:
                         raise _Redirect(f"{PREFIX}/login")
                     result = fn(session, **kwargs)
@@ -165,11 +166,15 @@ def register_status_routes(
                         # keep-alive connection.
                         bottle.response.set_header("Connection", "close")
                 except OSError as exc:
-                    status = 507 if disk_full(exc) else 500
+                    full = disk_full(exc)
+                    status = 507 if full else 500
                     log.error("%s %s: %s", method, printable(bottle.request.path), exc)
-                    out = render_page(
-                        "error.tpl", session=session, message="server error; see the server log"
+                    message = (
+                        "the server is out of disk space; nothing was changed, try again later"
+                        if full
+                        else "server error; see the server log"
                     )
+                    out = render_page("error.tpl", session=session, message=message)
                 except Exception:
                     status = 500
                     log.exception("unhandled error in %s %s", method, printable(path))
