@@ -13,6 +13,22 @@ import pytest
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 
 
+# Groups of tests that share one worker under `pytest -n N --dist loadgroup` (make test): a file
+# keeps its module fixtures in one process, and these dirs keep theirs in one: tests/ansible
+# (accounts made with useradd, which locks /etc/passwd; one wheel dir per play) and tests/lab
+# (one lab per session).
+_ONE_WORKER_DIRS = ("ansible", "lab")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        rel = item.path.relative_to(tests)
+        group = rel.parts[0] if rel.parts[0] in _ONE_WORKER_DIRS else rel.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def ssh_host() -> Iterator[SshHost]:
     """One real sshd on 127.0.0.1:<free port> for the whole session, stopped by pid.
