@@ -12,7 +12,6 @@ import pytest
 
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 
-
 # Groups of tests that share one worker under `pytest -n N --dist loadgroup` (make test): a file
 # keeps its module fixtures in one process, and these dirs keep theirs in one: tests/ansible
 # (accounts made with useradd, which locks /etc/passwd; one wheel dir per play) and tests/lab
