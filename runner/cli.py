@@ -39,7 +39,11 @@ def _host_flags(p: argparse.ArgumentParser, *, with_host: bool = True) -> None:
     g.add_argument("--known-hosts", dest="known_hosts", help="pinned known_hosts file")
     g.add_argument("--inventory", help="Ansible inventory that defines --host")
     g.add_argument("--helper", help=f"helper path on the host (default {DEFAULT_HELPER})")
-    g.add_argument("--remote-base", dest="remote_base", help="work-dir base on the host (/tmp)")
+    g.add_argument(
+        "--remote-base",
+        dest="remote_base",
+        help="work-dir base on the host (default: the site's, set by its key line; else /tmp)",
+    )
 
 
 def _step_flags(p: argparse.ArgumentParser) -> None:
