@@ -29,7 +29,7 @@ demo: setup ## Run a sample step over SSH (and a calc over the WebAPI) on a priv
 	$(BIN)/python -m demo
 
 test: setup ## Run the whole test suite (slow tests included), as CI does
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: setup ## Run the fast layer only (tests/unit: no sockets, no processes; seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
