@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from runner import driver
+from runner import driver, sshgate
 from runner.check import check_host
 from runner.errors import EXIT_CODES, StepError, UsageError
 from runner.mint_exec import entry_name, mint_spec, parse_words
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--ssh-min-interval",
+        dest="ssh_min_interval",
+        metavar="S",
+        help=f"at least S seconds between new ssh connections to one host, shared by all "
+        f"steps of this account (default ${sshgate.ENV}, else "
+        f"{sshgate.DEFAULT_MIN_INTERVAL_S:g}; 0 = off)",
+    )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -305,6 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ns.args = extra
         if ns.verbose:
             logging.getLogger().setLevel(logging.DEBUG if ns.verbose > 1 else logging.INFO)
+        if ns.ssh_min_interval is not None:
+            # The flag wins over the environment; the gate reads the variable (so does the
+            # Python API), and checks it: a bad value is a usage error (exit 2) there.
+            os.environ[sshgate.ENV] = ns.ssh_min_interval
+        sshgate.min_interval()
         return COMMANDS[ns.command](ns, StepStore())
     except StepError as exc:
         print(f"extcomp-ssh: {exc.reason}", file=sys.stderr)
