@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from runner.progress import Progress
 from runner.record import StepRecord, StepStore
 from runner.stepfile import spec_from_args
 from runner.steps import DEFAULT_ENTRY, DEFAULT_HELPER, HostSpec, Phase, StepResult
+from runner.sweep import sweep_host
 
 log = logging.getLogger("extcomp-ssh")
 
@@ -130,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     _host_flags(ck, with_host=False)
     ck.add_argument("--entry", default=DEFAULT_ENTRY)
     ck.add_argument("--json", action="store_true")
+    sw = sub.add_parser(
+        "sweep",
+        help="list and remove a host's orphaned work dirs",
+        description="Remove the work dirs under the host's base whose last activity is older "
+        "than --older-than days and whose program does not run (steps that never cleaned up), "
+        "through the same gate as a step. Never a running step's dir, never through a symlink, "
+        "never outside the base. Try --dry-run first.",
+    )
+    sw.add_argument("target", metavar="HOST", help="alias, host, user@host or user@host:port")
+    sw.add_argument(
+        "--older-than",
+        dest="older_than",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="only dirs idle for more than DAYS days (fractions allowed)",
+    )
+    sw.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    _host_flags(sw, with_host=False)
+    sw.add_argument("--json", action="store_true")
     return parser
 
 
@@ -283,6 +305,39 @@ def _cmd_mint_exec(ns: argparse.Namespace, store: StepStore) -> int:
     return 0 if result.exit_code == 0 else 1
 
 
+def _cmd_sweep(ns: argparse.Namespace, store: StepStore) -> int:
+    host = HostSpec.parse(
+        ns.target,
+        key=Path(ns.key).expanduser() if ns.key else None,
+        known_hosts=Path(ns.known_hosts).expanduser() if ns.known_hosts else None,
+        inventory=Path(ns.inventory).expanduser() if ns.inventory else None,
+    )
+    report = sweep_host(
+        host,
+        older_than_days=ns.older_than,
+        dry_run=ns.dry_run,
+        helper=ns.helper or DEFAULT_HELPER,
+        remote_base=ns.remote_base,
+        store=store,
+    )
+    if ns.json:
+        print(json.dumps({**asdict(report), "removed": report.removed}))
+        return 0
+    now = time.time()
+    for d in report.dirs:
+        age = f"{(now - d.last_activity) / 86400:.1f} d" if d.last_activity else "?"
+        size = f"{d.bytes / 2**20:.1f} MiB" if d.bytes is not None else "?"
+        note = f" ({d.why})" if d.why else ""
+        print(f"{d.id}  {d.state or '-':8} {age:>8} {size:>11}  {d.action}{note}")
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{report.host}:{report.base}: {verb} "
+        f"{sum(1 for d in report.dirs if d.action in ('removed', 'would remove'))} of "
+        f"{len(report.dirs)} work dirs idle for more than {report.older_than_days:g} days"
+    )
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "push": _cmd_push,
@@ -294,6 +349,7 @@ COMMANDS = {
     "list": _cmd_list,
     "check": _cmd_check,
     "mint-exec": _cmd_mint_exec,
+    "sweep": _cmd_sweep,
 }
 
 
