@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from runner import driver, sshgate
+from runner import driver, metrics, sshgate
 from runner.check import check_host
 from runner.errors import EXIT_CODES, StepError, UsageError
 from runner.mint_exec import entry_name, mint_spec, parse_words
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--metrics-textfile-dir",
+        dest="metrics_textfile_dir",
+        metavar="DIR",
+        help="write one Prometheus textfile per step there (node-exporter's textfile dir; "
+        f"default ${metrics.ENV}, else none)",
+    )
     parser.add_argument(
         "--ssh-min-interval",
         dest="ssh_min_interval",
@@ -353,6 +360,18 @@ COMMANDS = {
 }
 
 
+def _textfile_dir(raw: str) -> None:
+    """Check the flag's dir now (a usage error, not a warning after a long step) and pass it
+    on the way the environment variable would."""
+    path = Path(raw).expanduser()
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--metrics-textfile-dir {raw}: not a writable dir; create it (node-exporter's "
+            "--collector.textfile.directory) or give another"
+        )
+    os.environ[metrics.ENV] = str(path.resolve())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="extcomp-ssh: %(message)s", level=logging.WARNING)
     try:
@@ -375,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Python API), and checks it: a bad value is a usage error (exit 2) there.
             os.environ[sshgate.ENV] = ns.ssh_min_interval
         sshgate.min_interval()
+        if ns.metrics_textfile_dir is not None:
+            _textfile_dir(ns.metrics_textfile_dir)
         return COMMANDS[ns.command](ns, StepStore())
     except StepError as exc:
         print(f"extcomp-ssh: {exc.reason}", file=sys.stderr)
