@@ -12,6 +12,7 @@ from typing import Any
 from webapi.contract.names import SITE_RE
 from webapi.errors import ConfigError
 from webapi.fs import load_yaml_config
+from webapi.poller.metrics import MetricsOutput
 
 EXECUTORS = ("local", "slurm", "pbs")
 DEFAULT_WORK_BASE = Path("/tmp/extcomp-poller")
@@ -105,6 +106,7 @@ class RunSpec:
     once: bool = False
     verbose: bool = False
     poll_interval: float = 10.0  # the original protocol's pause between calc-requests
+    metrics: MetricsOutput | None = None  # --metrics-textfile / --metrics-port
 
 
 def default_state_dir(site: str) -> Path:
