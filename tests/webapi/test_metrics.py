@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer
 from webapi.errors import ConfigError
+from webapi.poller.metrics import MetricsOutput, PollerMetrics
 from webapi.server.config import parse_config
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -175,6 +176,8 @@ tests:
         values: '0x60'
       - series: 'extcomp_lease_expiries_total{{site="gone",then="requeued"}}'
         values: '0 1 2 3 4 5'
+      - series: 'extcomp_poller_last_successful_poll_timestamp_seconds{{site="s",poller="p"}}'
+        values: '0+60x10 600x20'
     alert_rule_test:
       - eval_time: 5m
         alertname: ExtcompPollerAbsent
@@ -187,6 +190,13 @@ tests:
         alertname: ExtcompCalcsWaitingLong
         exp_alerts:
           - exp_labels: {{site: gone, severity: warning}}
+      - eval_time: 10m
+        alertname: ExtcompPollerNotPolling
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: ExtcompPollerNotPolling
+        exp_alerts:
+          - exp_labels: {{site: s, poller: p, severity: warning}}
       - eval_time: 5m
         alertname: ExtcompLeaseExpiries
         exp_alerts:
@@ -234,11 +244,17 @@ def test_alert_rules_check_and_name_real_metrics(
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     assert {r["alert"] for r in rules} >= {
         "ExtcompPollerAbsent",
+        "ExtcompPollerNotPolling",
         "ExtcompCalcsWaitingLong",
         "ExtcompLeaseExpiries",
     }
     server = make_api_server()
     text = Api(server, "admin").call("GET", "/metrics").text
     exposed = _names(parse(text), text)
+    poller = PollerMetrics("site-a", "p1", MetricsOutput())
+    poller.polled(claimed=True)
+    poller.ran("sample", 0)
+    poller.moved(inputs=1, results=1)
+    exposed |= _names(parse(poller.render()), poller.render())
     used = {name for r in rules for name in re.findall(r"\bextcomp_[a-z_]+", r["expr"])}
     assert used and used <= exposed, f"not exposed: {sorted(used - exposed)}"
