@@ -70,10 +70,16 @@ def wait_turn(host: HostSpec, needed: Callable[[], bool], interval: float | None
     if interval <= 0:
         return 0.0
     base = gate_dir()
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
     name = host_name(host)
     stamp = base / f"{name}.last"
-    fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(base / f"{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot use the ssh connection lock in {base}: {exc.strerror or exc}; make the "
+            f"state dir writable (EXTCOMP_STATE_DIR), or set {ENV}=0"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # the others wait here, in turn
         last = _read_stamp(stamp)

@@ -119,3 +119,12 @@ def test_concurrent_steps_space_their_connections(ssh_host: SshHost, tmp_path: P
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert min(gaps) >= interval - 1e-3, gaps
     assert _accepted(ssh_host.log) - before >= 3  # each really logged in to sshd
+
+
+def test_an_unusable_state_dir_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir\n")
+    monkeypatch.setenv("EXTCOMP_STATE_DIR", str(blocker))
+    with pytest.raises(UsageError, match="cannot use the ssh connection lock") as err:
+        sshgate.wait_turn(HostSpec.parse("h.example"), needed=lambda: True, interval=1)
+    assert "\n" not in err.value.reason
