@@ -3,12 +3,14 @@ the server's packages and prometheus_client made unimportable, as on an external
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +18,9 @@ from tests.fixtures.sshd import free_port
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer
 from tests.webapi.test_poller import BLOCKED, write_config
+from webapi.errors import ConfigError
+from webapi.poller.config import parse_config
+from webapi.poller.metrics import MetricsOutput
 
 LAUNCHER = (
     "import sys\n"
@@ -39,9 +44,14 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_poller_textfile_and_port(api_server: RunningServer, tmp_path: Path) -> None:
-    config = write_config(api_server, tmp_path, commands={"sample": {"argv": EXIT3}})
     textfile = tmp_path / "textfiles" / "extcomp-poller.prom"
     textfile.parent.mkdir()
+    config = write_config(
+        api_server,
+        tmp_path,
+        commands={"sample": {"argv": EXIT3}},
+        metrics={"textfile": str(textfile)},  # from the config; the port from the flag
+    )
     port = free_port()
     log = tmp_path / "poller.log"
     with log.open("ab") as fh:
@@ -52,8 +62,6 @@ def test_poller_textfile_and_port(api_server: RunningServer, tmp_path: Path) -> 
                 LAUNCHER,
                 "--config",
                 str(config),
-                "--metrics-textfile",
-                str(textfile),
                 "--metrics-port",
                 str(port),
             ],
@@ -92,6 +100,19 @@ def test_poller_textfile_and_port(api_server: RunningServer, tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_metrics_from_the_config_file(tmp_path: Path) -> None:
+    base = {"site": "s", "url": "https://h", "token": "t"}
+    conf = parse_config({**base, "metrics": {"textfile": "m/p.prom", "port": 0}}, base=tmp_path)
+    assert conf.metrics == MetricsOutput(textfile=tmp_path / "m" / "p.prom", port=0)
+    for bad, words in (
+        ({"port": 70000}, "metrics.port must be a port"),
+        ({"textfile": 3}, "metrics.textfile must be a path"),
+        ({"file": "x"}, "metrics must be {textfile"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            parse_config({**base, "metrics": bad})
 
 
 def test_bad_metrics_flags_are_usage_errors(api_server: RunningServer, tmp_path: Path) -> None:

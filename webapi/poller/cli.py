@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="native",
         help="mint: talk the original MInt protocol (see extcomp-poller --protocol mint --help)",
     )
-    m = p.add_argument_group("metrics (Prometheus; both optional)")
+    m = p.add_argument_group(
+        "metrics (Prometheus; optional; they win over the config's metrics: {textfile, port})"
+    )
     m.add_argument(
         "--metrics-textfile",
         type=Path,
@@ -102,7 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--metrics-listen",
-        default="127.0.0.1",
         metavar="ADDR",
         help="address of --metrics-port (default 127.0.0.1: only this host may scrape)",
     )
@@ -110,9 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def metrics_output(args: argparse.Namespace) -> MetricsOutput | None:
-    """The metrics flags, checked: a bad one is a usage error now, not a warning later."""
-    textfile, port = args.metrics_textfile, args.metrics_port
+def metrics_output(
+    args: argparse.Namespace, configured: MetricsOutput | None
+) -> MetricsOutput | None:
+    """The metrics flags over the config's `metrics:`, checked: a bad one is a usage error now,
+    not a warning later."""
+    base = configured or MetricsOutput()
+    textfile = args.metrics_textfile if args.metrics_textfile is not None else base.textfile
+    port = args.metrics_port if args.metrics_port is not None else base.port
+    listen = args.metrics_listen or base.listen
     if textfile is None and port is None:
         return None
     if textfile is not None:
@@ -125,7 +132,7 @@ def metrics_output(args: argparse.Namespace) -> MetricsOutput | None:
         textfile = textfile.expanduser()
     if port is not None and not 0 <= port <= 65535:
         raise ConfigError(f"--metrics-port {port}: give a port 0-65535")
-    return MetricsOutput(textfile=textfile, port=port, listen=args.metrics_listen)
+    return MetricsOutput(textfile=textfile, port=port, listen=listen)
 
 
 def _protocol(argv: list[str]) -> str:
@@ -201,12 +208,13 @@ def parse(argv: list[str]) -> RunSpec:
 
         return parse_mint(argv)
     args = build_parser().parse_args(argv)
+    config = config_from_args(args)
     return RunSpec(
-        config_from_args(args),
+        config,
         "native",
         once=args.once,
         verbose=args.verbose,
-        metrics=metrics_output(args),
+        metrics=metrics_output(args, config.metrics),
     )
 
 
