@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages the kit and its tests need (OpenSSH server and client, rsync,
-# iproute2, chromium for the status page's browser tests), but only those missing, so a second
-# run is instant and needs no network.
+# iproute2, promtool, chromium for the status page's browser tests), but only those
+# missing, so a second run is instant and needs no network.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -10,6 +10,8 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v rrsync >/dev/null 2>&1 || [ -x /usr/bin/rrsync ] || need+=(rsync)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# promtool checks and unit-tests docs/prometheus-alerts.yml (tests/webapi/test_metrics.py).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ ${#need[@]} -eq 0 ]; then

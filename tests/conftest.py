@@ -12,6 +12,30 @@ import pytest
 
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 
+# Groups of tests that share one worker under `pytest -n N` (make test): a file keeps its module
+# fixtures in one process, and these dirs keep theirs in one: tests/ansible (accounts made with
+# useradd, which locks /etc/passwd) and tests/lab (one lab per session).
+_ONE_WORKER_DIRS = ("ansible", "lab")
+
+
+def group_of(nodeid: str) -> str:
+    """The worker group of a test: its dir for _ONE_WORKER_DIRS, else its file."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[1] in _ONE_WORKER_DIRS else path
+
+
+# pytest-xdist's own `xdist_group` cannot be used: it renames node ids, which pytest 9 ignores.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
 
 @pytest.fixture(scope="session")
 def ssh_host() -> Iterator[SshHost]:

@@ -56,6 +56,12 @@ _DOC: dict[str, Any] = {
     "security": [{"bearer": []}],
     "paths": {
         "/healthz": {"get": _op("Liveness check", public=True)},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (admin token; docs/operations.md)",
+                ok={"text/plain": {"schema": {"type": "string"}}},
+            )
+        },
         "/api/v1/openapi.json": {"get": _op("This document", public=True)},
         "/api/v1/login": {
             "post": _op("Exchange user + password for a token", body=_OBJ, public=True)

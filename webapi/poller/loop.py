@@ -22,6 +22,7 @@ from webapi.errors import Exit, MalformedAnswer, TransportError
 from webapi.fs import disk_full
 from webapi.poller.config import CommandSpec, PollerConfig
 from webapi.poller.executors import Executor, Outcome, Started, make_executor
+from webapi.poller.metrics import PollerMetrics
 from webapi.poller.state import CalcRecord, Phase, StateDir
 from webapi.poller.workdir import WorkDir
 
@@ -136,6 +137,7 @@ class Poller:
         state: StateDir,
         *,
         supervise_interval: float = 0.5,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.config = config
         self.adapter = adapter
@@ -148,6 +150,7 @@ class Poller:
         self._executors: dict[str, Executor] = {}
         self._low_space = ""  # the last "not taking calcs" reason logged
         self._abandoned: set[str] = set()  # calcs this run could not record; not resumed
+        self.metrics = metrics
 
     # -- loop -------------------------------------------------------------------------------
     def run(self, *, once: bool = False) -> int:
@@ -251,6 +254,8 @@ class Poller:
         its program or outcome back instead of a second run. A calc that cannot be recorded
         is given back at once rather than held by a poller that cannot work on it."""
         fresh = self.adapter.claim()
+        if self.metrics is not None:
+            self.metrics.polled(fresh is not None)
         if fresh is None:
             return None
         self.busy = True  # from here a stop signal lets this step finish
@@ -377,7 +382,11 @@ class Poller:
     def _exited(
         self, record: CalcRecord, wd: WorkDir, exit_code: int, reason: str | None
     ) -> CalcRecord:
-        return self.state.save(self.adapter.outcome(record, wd, exit_code, reason))
+        exited = self.state.save(self.adapter.outcome(record, wd, exit_code, reason))
+        if self.metrics is not None:
+            self.metrics.ran(exited.command, exit_code)
+            self.metrics.moved(results=sum(f.size for f in exited.results))
+        return exited
 
     def _prepare_and_start(self, record: CalcRecord) -> CalcRecord:
         wd = self._wd(record)
@@ -386,6 +395,8 @@ class Poller:
         wd.create()
         try:
             record = self.state.save(self.adapter.fetch(record, wd, self._allowed))
+            if self.metrics is not None:
+                self.metrics.moved(inputs=sum(f.size for f in record.inputs))
         except InputsFailed as exc:
             return self._exited(exc.record, wd, Exit.FAILED, exc.reason)
         spec = self.config.commands.get(record.command)

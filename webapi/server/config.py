@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -78,6 +79,9 @@ class ServerConfig:
     # Lease of claims made through the original protocol, whose poller never heartbeats while
     # the program runs: seconds, 0 = no expiry (an operator requeues or fails a stuck calc).
     legacy_lease: int = 0
+    # A second, token-free listener serving only /metrics, for a Prometheus on this host:
+    # loopback addresses only (elsewhere scrape /metrics on the API port with an admin token).
+    metrics_listen: tuple[str, int] | None = None
 
     def site_lease_seconds(self, site: str) -> int:
         conf = self.sites.get(site)
@@ -110,7 +114,7 @@ _INT_KEYS = {
     "legacy_lease": (0, 10 * 365 * 86400),
 }
 _KNOWN = {"listen", "tls", "data_dir", "users_file", "log_file", "reaper_seconds", "sites"}
-_KNOWN |= {"mint_ini"}
+_KNOWN |= {"mint_ini", "metrics_listen"}
 _KNOWN |= set(_INT_KEYS)
 
 
@@ -175,6 +179,28 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
     return sites
 
 
+def _metrics_listen(path: Path, value: Any) -> tuple[str, int]:
+    fix = "write e.g. 'metrics_listen: 127.0.0.1:9464' (a loopback address and a port)"
+    if not isinstance(value, str):
+        raise _fail(path, "metrics_listen", f"expected HOST:PORT, got {value!r}", fix)
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise _fail(path, "metrics_listen", f"expected HOST:PORT, got {value!r}", fix)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _fail(
+            path,
+            "metrics_listen",
+            f"{host!r} is not a loopback address: this listener needs no token",
+            "use 127.0.0.1 or ::1, or scrape /metrics on the API port with an admin token",
+        )
+    return host, int(port)
+
+
 def parse_config(raw: Any, path: Path) -> ServerConfig:
     """Validate a parsed YAML document; raise ConfigError naming the file and key."""
     if not isinstance(raw, dict):
@@ -194,6 +220,8 @@ def parse_config(raw: Any, path: Path) -> ServerConfig:
     }
     if "log_file" in raw and raw["log_file"] is not None:
         kwargs["log_file"] = _path(path, "log_file", raw["log_file"])
+    if raw.get("metrics_listen") is not None:
+        kwargs["metrics_listen"] = _metrics_listen(path, raw["metrics_listen"])
     if raw.get("mint_ini") is not None:
         kwargs["mint_ini"] = _path(path, "mint_ini", raw["mint_ini"])
     if "listen" in raw:

@@ -54,6 +54,29 @@ class NewCalcRequest:
     meta: dict[str, Any] | None = None
 
 
+class StoreEvents(Protocol):
+    """What a store tells its listeners (the server's metrics) as it happens."""
+
+    def claim_answered(self, site: str, seconds: float, claimed: Calc | None) -> None:
+        """A claim call ended after `seconds` (long-poll included), with a calc or empty."""
+
+    def lease_expired(self, site: str, requeued: bool) -> None:
+        """A lease ran out: the calc went back to the queue, or failed (attempts used up)."""
+
+    def requeued(self, site: str, cause: str) -> None:
+        """A calc went back to the queue for `cause`: "admin" or "unclaim" (lease expiries are
+        told by lease_expired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCensus:
+    """What a metrics scrape reads from the store: calcs by (site, state) and, per site, when
+    its longest-waiting queued calc was queued."""
+
+    calcs: dict[tuple[str, str], int]
+    oldest_queued: dict[str, float]
+
+
 class JobStore(Protocol):
     """What the web layer needs from storage; it never touches files itself."""
 
@@ -104,4 +127,6 @@ class JobStore(Protocol):
     def poller_seen(self, site: str) -> tuple[str, float] | None: ...
     def poller_users(self, site: str) -> dict[str, float]: ...
     def poller_sightings(self, site: str) -> list[PollerSighting]: ...
+    def subscribe(self, events: StoreEvents) -> None: ...
+    def census(self) -> StoreCensus: ...
     def close(self) -> None: ...

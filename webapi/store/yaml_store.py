@@ -31,7 +31,16 @@ from webapi.errors import (
     TooLarge,
 )
 from webapi.fs import FileLock, OwnerLock, read_yaml, write_yaml_atomic
-from webapi.store.base import Accept, ClaimTerms, Kind, NewCalcRequest, SitePolicy
+from webapi.store.base import (
+    Accept,
+    ClaimTerms,
+    Kind,
+    NewCalcRequest,
+    SitePolicy,
+    StoreCensus,
+    StoreEvents,
+)
+from webapi.store.census import Census, oldest_queued
 from webapi.store.files import FileTransfers
 from webapi.store.pollers import PollerRegistry, PollerSighting
 from webapi.store.repair import repair
@@ -93,6 +102,9 @@ class YamlJobStore:
         self.files = FileTransfers(self)
         self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}
         self._listing_lock = threading.Lock()
+        self._listeners: list[StoreEvents] = []
+        self._census = Census(self.root / "calcs")
+        self._census_lock = threading.Lock()
 
     @classmethod
     def beside_server(
@@ -159,7 +171,10 @@ class YamlJobStore:
             max_attempts = self._policy(calc.site).max_attempts
             new = calcs.expire_lease(calc, max_attempts=max_attempts, now=now)
             log.info("calc %s: lease expired → %s (%s)", calc.id, new.state, new.reason)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+            for listener in self._listeners:
+                listener.lease_expired(calc.site, new.state is CalcState.QUEUED)
+            return saved
         return calc
 
     def load(self, calc_id: str) -> Calc:
@@ -272,7 +287,9 @@ class YamlJobStore:
             new = calcs.requeue(calc, now=time.time())
             shutil.rmtree(self.calc_dir(calc_id) / "results", ignore_errors=True)
             shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+        self._tell_requeued(calc.site, "admin")
+        return saved
 
     def release(self, calc_id: str) -> Calc:
         with self.lock():
@@ -401,7 +418,16 @@ class YamlJobStore:
     ) -> Calc | None:
         """Claim the oldest queued calc of `user` for `site` that `terms.accept`s, waiting up to
         `wait` seconds; nothing is taken once `terms.still_there()` says the asker has gone."""
-        terms = terms or ClaimTerms()
+        started = time.monotonic()
+        calc = self._claim(site, user, poller, wait, terms or ClaimTerms())
+        seconds = time.monotonic() - started
+        for listener in self._listeners:
+            listener.claim_answered(site, seconds, calc)
+        return calc
+
+    def _claim(
+        self, site: str, user: str, poller: str, wait: float, terms: ClaimTerms
+    ) -> Calc | None:
         deadline = time.monotonic() + wait
         if time.time() - self._last_reap > 1.0:
             self.reap()
@@ -451,7 +477,10 @@ class YamlJobStore:
             if new is not calc:
                 shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
                 log.info("calc %s: %s", calc_id, new.reason)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+        if new is not calc and new.state is CalcState.QUEUED:
+            self._tell_requeued(calc.site, "unclaim")
+        return saved
 
     def finish(
         self,
@@ -542,6 +571,21 @@ class YamlJobStore:
             log.info("calc %s: %s", calc_id, new.reason)
             changed += 1
         return changed
+
+    # -- listeners and metrics ----------------------------------------------------------------
+    def subscribe(self, events: StoreEvents) -> None:
+        """Tell `events` of claims, lease expiries and requeues from now on."""
+        self._listeners.append(events)
+
+    def _tell_requeued(self, site: str, cause: str) -> None:
+        for listener in self._listeners:
+            listener.requeued(site, cause)
+
+    def census(self) -> StoreCensus:
+        """Calcs by (site, state) and the oldest queued time per site, for a metrics scrape."""
+        with self._census_lock:  # two scrapes at once share one pass over the records
+            counts = self._census.count()
+        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"))
 
     def close(self) -> None:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""
