@@ -13,9 +13,9 @@ import pytest
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 
 # Groups of tests that share one worker under `pytest -n N` (make test): a file keeps its module
-# fixtures in one process, and these dirs keep theirs in one: tests/ansible (accounts made with
-# useradd, which locks /etc/passwd) and tests/lab (one lab per session).
-_ONE_WORKER_DIRS = ("ansible", "lab")
+# fixtures in one process, and tests/lab keeps its one lab per session in one. (Files that add
+# accounts may run side by side: useradd waits for the /etc/passwd lock.)
+_ONE_WORKER_DIRS = ("lab",)
 
 
 def group_of(nodeid: str) -> str:
