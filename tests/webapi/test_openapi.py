@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -31,3 +32,47 @@ def test_served_and_public(api_server: RunningServer) -> None:
         f"{api_server.url}/api/v1/openapi.json", verify=str(api_server.ca_file), timeout=10
     )
     assert resp.status_code == 200 and "/api/v1/calcs" in resp.json()["paths"]
+
+
+def test_request_schemas_have_the_parsers_keys() -> None:
+    from webapi.contract.schemas import REQUEST_SCHEMAS
+
+    for name, (schema, keys) in REQUEST_SCHEMAS.items():
+        assert set(schema["properties"]) == set(keys), name
+        assert set(schema["required"]) <= set(keys), name
+
+
+def test_answers_validate_against_their_schemas() -> None:
+    import jsonschema
+
+    from webapi.contract.calc import CalcState, CalcView, FileEntry, LeaseView
+
+    doc = openapi_document_for_validation()
+    view = CalcView(
+        id="c-" + "a" * 32,
+        user="alice",
+        site="site-a",
+        command="sample",
+        args=("x",),
+        state=CalcState.RUNNING,
+        created=1.0,
+        updated=2.0,
+        inputs=(FileEntry("in.txt", 3, "b" * 64, 3),),
+        lease=LeaseView("p1", 3.0),
+    )
+    # The components sit at the root of this schema, so its '#/components/...' refs resolve.
+    calc_schema = {**doc["components"]["schemas"]["Calc"], "components": doc["components"]}
+    jsonschema.validate(view.to_json(), calc_schema)
+    broken = {**view.to_json(), "state": "sleeping"}
+    try:
+        jsonschema.validate(broken, calc_schema)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("an unknown state passed the Calc schema")
+
+
+def openapi_document_for_validation() -> dict[str, Any]:
+    from webapi.contract.openapi import openapi_document
+
+    return openapi_document()
