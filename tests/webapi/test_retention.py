@@ -3,6 +3,7 @@ the server's own loop and by `extcomp-api admin purge [--dry-run]`; nothing else
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 
 from tests.webapi.apihelp import Api, sha
 from tests.webapi.conftest import RunningServer
-from webapi.contract.calc import FINAL_STATES, CalcState
+from webapi.contract.calc import FINAL_STATES, CalcState, FileEntry
 from webapi.errors import ConfigError, NotFound
 from webapi.server.config import parse_config
 from webapi.store.base import NewCalcRequest
@@ -82,6 +83,25 @@ def test_age_rule_removes_only_final_calcs(
         store.get(done)
     # Within the age limit nothing goes.
     assert purge(store, lambda _s: rule).calcs == ()
+
+
+def test_a_download_that_loses_the_race_to_a_purge_is_404_not_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_file reads the record, then opens the file: a purge in between must not look like a
+    damaged store (500) to the reader."""
+    store = YamlJobStore(tmp_path / "data")
+    data = b"input bytes"
+    req = NewCalcRequest(
+        "alice", "site-a", "sample", (), (FileEntry("in.txt", len(data), sha(data)),)
+    )
+    calc = store.create(req, quota_bytes=0)[0]
+    store.write_file(calc.id, "inputs", "in.txt", 0, io.BytesIO(data), len(data), None)
+    calc = store.cancel(calc.id, "done with it")
+    monkeypatch.setattr(store, "get", lambda _id: calc)  # the record as read before the purge
+    assert [p.id for p in purge(store, lambda _s: RetentionRule(keep=0)).calcs] == [calc.id]
+    with pytest.raises(NotFound):
+        store.open_file(calc.id, "inputs", "in.txt")
 
 
 def test_count_rule_keeps_the_newest_per_site_and_sites_have_their_own(tmp_path: Path) -> None:
