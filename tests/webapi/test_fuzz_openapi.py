@@ -3,16 +3,20 @@
 Every operation is fuzzed with positive and negative data (fixed seed, bounded examples) with
 real calc ids, file names and a live lease swapped in for part of the cases, so the calc routes
 are reached past their 404s; then the stateful run follows the document's links (register ->
-get/cancel/requeue, claim -> heartbeat/finish/unclaim). Passing means: no 5xx, and every status,
-content type, header and body the server answered is the one the document declares.
+get/cancel/requeue, claim -> heartbeat/finish/unclaim); and schemathesis' own CLI runs its
+coverage phase (edge cases). Passing means: no 5xx, and every status, content type, header and
+body the server answered is one the document declares.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -274,3 +278,25 @@ def test_stateful_links(fuzz_server: RunningServer) -> None:
     # links were followed.
     followed = {label for label, status in seen if status == 200 and "{calc_id}" in label}
     assert followed, f"no link was followed: {sorted(seen)}"
+
+
+def test_coverage_phase_edge_cases(fuzz_server: RunningServer, tmp_path: Path) -> None:
+    """schemathesis' own CLI, coverage phase only: boundary values, missing and duplicate
+    parameters, wrong types and over-limit bodies for every operation (deterministic). This
+    phase found the too-large JSON body answered with a reset instead of its 413."""
+    checks = ",".join(check.__name__ for check in CHECKS)
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "schemathesis.cli", "run",
+            f"{fuzz_server.url}/api/v1/openapi.json",
+            "-H", f"Authorization: Bearer {fuzz_server.tokens['alice']}",
+            "--tls-verify", str(fuzz_server.ca_file),
+            "--phases", "coverage", "--seed", "1", "--checks", checks, "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # it keeps a .schemathesis/ cache in its working dir
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "errored" not in run.stdout, run.stdout[-3000:]
