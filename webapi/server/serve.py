@@ -111,7 +111,8 @@ def tls_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
 
 
 class ApiServer:
-    """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
+    """The store, the app, a cheroot server, the reaper and retention threads, started and stopped
+    together."""
 
     def __init__(self, config_path: Path) -> None:
         self.config = ConfigSource(config_path)
@@ -184,10 +185,27 @@ class ApiServer:
             except Exception:  # keep reaping; a bad calc must not stop lease expiry for all
                 log.exception("reaper: error")
 
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self.config.current.retention_interval_seconds):
+            conf = self.config.current
+            if not (conf.retention.active or any(s.retention for s in conf.sites.values())):
+                continue  # no rule configured: calcs are kept for ever
+            try:
+                report = self.store.purge(conf.site_retention)
+            except Exception:  # try again next round; serving must go on
+                log.exception("retention: error")
+                continue
+            if report.calcs:
+                log.info("%s", report.summary())
+
     def start(self) -> None:
         """Bind the socket and serve in background threads; returns once listening."""
         self.wsgi.prepare()
-        targets = [(self.wsgi.serve, "cheroot"), (self._reap_loop, "reaper")]
+        targets = [
+            (self.wsgi.serve, "cheroot"),
+            (self._reap_loop, "reaper"),
+            (self._retention_loop, "retention"),
+        ]
         if self.metrics_wsgi is not None:
             try:
                 self.metrics_wsgi.prepare()

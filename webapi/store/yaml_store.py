@@ -44,6 +44,7 @@ from webapi.store.census import Census, oldest_queued
 from webapi.store.files import FileTransfers
 from webapi.store.pollers import PollerRegistry, PollerSighting
 from webapi.store.repair import repair
+from webapi.store.retention import PurgeReport, RetentionRule, purge
 from webapi.store.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,8 @@ class YamlJobStore:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
+            if not self.calc_dir(calc_id).exists():  # removed by retention since it was read
+                raise NotFound(f"no calc {calc_id!r} (removed)") from None
             raise Damaged(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
         except OSError:
             raise BadRequest(f"{kind[:-1]} {name!r} cannot be opened (symbolic link?)") from None
@@ -586,6 +589,12 @@ class YamlJobStore:
         with self._census_lock:  # two scrapes at once share one pass over the records
             counts = self._census.count()
         return StoreCensus(dict(counts), oldest_queued(self.root / "queues"))
+
+    def purge(
+        self, rule_for: Callable[[str], RetentionRule], *, dry_run: bool = False
+    ) -> PurgeReport:
+        """Remove final calcs past their site's retention rule (see webapi.store.retention)."""
+        return purge(self, rule_for, dry_run=dry_run)
 
     def close(self) -> None:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""
