@@ -40,6 +40,7 @@ os.execv({python!r}, [{python!r}, "-m", {wrapper!r}, {exit_file!r}, "--", *argv]
 EXIT_FILE_LAG_S = 5.0
 # The first pause while waiting for the scheduler's verdict on a killed program (it doubles).
 VERDICT_PAUSE_S = 0.5
+VERDICT_WAIT_S = 120.0  # … and how long at most before the outcome goes without it
 
 
 class BatchExecutor:
@@ -49,7 +50,8 @@ class BatchExecutor:
         self.poll_every = poll or BatchPoll()
         # Per job id: when to ask the scheduler next, and the pause after that.
         self._next_query: dict[str, tuple[float, float]] = {}
-        self._verdicts: set[str] = set()  # jobs whose program was killed: why, is asked
+        # Jobs whose program was killed by a signal, and since when the scheduler is asked why.
+        self._verdicts: dict[str, float] = {}
         self.queries = 0  # scheduler queries made (tests check the poll stays bounded)
 
     def write_script(
@@ -99,15 +101,18 @@ class BatchExecutor:
             if outcome.exit_code > 128 and outcome.reason:
                 # Killed by a signal: the scheduler's final word says whether it did it (time
                 # limit, scancel); it has it once the job has left COMPLETING, seconds later.
+                now = time.monotonic()
                 if job_id not in self._verdicts:
-                    self._verdicts.add(job_id)
-                    self._next_query[job_id] = (time.monotonic(), VERDICT_PAUSE_S)
+                    self._verdicts[job_id] = now
+                    self._next_query[job_id] = (now, VERDICT_PAUSE_S)
                 if not self._due(job_id):
                     return None
                 state = self._query(job_id)
                 if state is not None and not state.done:
-                    return None
-                self._verdicts.discard(job_id)
+                    if now - self._verdicts[job_id] < VERDICT_WAIT_S:
+                        return None
+                    state = None  # no verdict in time: the exit file's word is enough
+                self._verdicts.pop(job_id, None)
                 self._next_query.pop(job_id, None)
                 return self._explained(outcome, job_id, state)
             self._next_query.pop(job_id, None)
