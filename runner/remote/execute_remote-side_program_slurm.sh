@@ -13,12 +13,13 @@
 #
 # Site settings, all optional, in batch.conf beside this script (a shell file, root-owned):
 #   EXTCOMP_BATCH_PROGRAM   the program the job runs (default remote-side_scripts/sample_program.sh)
-#   EXTCOMP_BATCH_POLL      longest pause between two squeue calls, seconds (default 30)
+#   EXTCOMP_BATCH_POLL      longest pause between two squeue calls, whole seconds (default 30)
 #   EXTCOMP_BATCH_POLL_FIRST  the first pause (default 2; it doubles up to EXTCOMP_BATCH_POLL)
 #   export SBATCH_PARTITION=... SBATCH_ACCOUNT=... SBATCH_TIMELIMIT=...   (sbatch's own variables)
 #   export SLURM_CONF=...   only if the cluster's slurm.conf is not where the clients look
 # Exit codes: the program's own; 124 the job hit its time limit; 143 the job was cancelled;
-# 125 sbatch refused the job (its message is in .extcomp/stderr.log).
+# 78 sbatch refused the job (a site configuration error: its message is in .extcomp/stderr.log;
+# not 125, which the runner reports as a helper failure).
 set -u
 
 site_dir=${EXTCOMP_SITE_DIR:-$(dirname "$0")}
@@ -29,6 +30,11 @@ if [ -r "$site_dir/batch.conf" ]; then
   # shellcheck source=/dev/null
   . "$site_dir/batch.conf"
 fi
+# The pauses are whole seconds (shell arithmetic); anything else falls back to the defaults.
+case "$EXTCOMP_BATCH_POLL_FIRST:$EXTCOMP_BATCH_POLL" in
+  *[!0-9:]* | :* | *:) EXTCOMP_BATCH_POLL_FIRST=2 EXTCOMP_BATCH_POLL=30 ;;
+esac
+[ "$EXTCOMP_BATCH_POLL_FIRST" -ge 1 ] || EXTCOMP_BATCH_POLL_FIRST=1
 job_file=${EXTCOMP_BATCH_JOB_FILE:-.extcomp/batch-job}
 rc_file=batch-job.rc
 log=batch-job.log
@@ -50,13 +56,22 @@ echo "\$rc" >$rc_file.tmp && mv $rc_file.tmp $rc_file
 exit "\$rc"
 EOF
   chmod 700 batch-job.sh
-  if ! out=$(sbatch --parsable "--job-name=extcomp-$(basename "$PWD")" "--chdir=$PWD" \
-    "--output=$PWD/batch-job.out" "--error=$PWD/batch-job.err" ./batch-job.sh "$@" 2>&1); then
-    echo "sbatch refused the job: $out" >&2
-    note "sbatch refused the job: $out"
-    exit 125
-  fi
-  job=${out%%;*}
+  # stdout holds the id alone ("ID" or "ID;CLUSTER"); warnings go to stderr.
+  out=$(sbatch --parsable "--job-name=extcomp-$(basename "$PWD")" "--chdir=$PWD" \
+    "--output=$PWD/batch-job.out" "--error=$PWD/batch-job.err" ./batch-job.sh "$@" \
+    2>batch-job.submit.err)
+  rc=$?
+  job=$(printf '%s\n' "$out" | tail -n 1)
+  job=${job%%;*}
+  case "$rc:$job" in
+    0:[0-9]*) ;;
+    *)
+      said=$(cat batch-job.submit.err 2>/dev/null)
+      echo "sbatch refused the job (rc $rc): ${said:-$out}" >&2
+      note "sbatch refused the job (rc $rc): ${said:-$out}"
+      exit 78
+      ;;
+  esac
   echo "$job" >"$job_file.tmp" && mv "$job_file.tmp" "$job_file"
   note "submitted slurm job $job"
 fi

@@ -72,6 +72,25 @@ def test_program_runs_as_a_batch_job_and_its_code_returns(
     assert f"slurm job {job_id} ended (FAILED) with rc=3" in log
 
 
+def test_a_refused_submit_says_why(slurm_site: SshHost, tmp_path: Path) -> None:
+    conf = slurm_site.site_dir / "batch.conf"
+    settings = conf.read_text()
+    conf.write_text(settings + "export SBATCH_PARTITION=no-such-partition\n")
+    try:
+        out = subprocess.run(
+            cli(*run_args(slurm_site, tmp_path / "results"), "--", "exit", "0"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        conf.write_text(settings)
+    assert out.returncode == 78, out.stderr
+    log = (tmp_path / "results" / "batch-job.log").read_text()
+    assert "sbatch refused the job (rc 1): sbatch: error:" in log, log
+    assert "invalid partition" in log.lower(), log
+
+
 def test_a_step_timeout_cancels_the_batch_job(
     slurm_site: SshHost, slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
