@@ -37,10 +37,15 @@ def test_outcomes_through_slurm_and_pbs(
     slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    monkeypatch.setenv("EXTCOMP_POLLER_PASSWORD", "poller-secret-Xq7")  # never reaches a job
     executors = {"slurm": BatchExecutor("slurm", poll=POLL), "pbs": BatchExecutor("pbs", poll=POLL)}
     limit = {"slurm": ["--time=1"], "pbs": ["-l", "walltime=00:01:00"]}
     cases = {
         "ok": (_program(0), []),
+        "env": (
+            [PY, "-c", "import os; print(sorted(k for k in os.environ if 'EXTCOMP' in k))"],
+            [],
+        ),
         "code": (_program(3), []),
         "cancel": (_program(0, sleep=300), []),
         "limit": (_program(0, sleep=300), None),
@@ -73,6 +78,8 @@ def test_outcomes_through_slurm_and_pbs(
     assert len(outcomes) == len(jobs), (sorted(set(jobs) - set(outcomes)), slurm_cluster.log_tail())
 
     for kind in executors:
+        assert outcomes[kind, "env"] == Outcome(0, None)
+        assert jobs[kind, "env"][0].stdout.read_text() == "[]\n", kind
         assert outcomes[kind, "ok"] == Outcome(0, None)
         assert outcomes[kind, "code"] == Outcome(3, None)
         assert jobs[kind, "ok"][0].stdout.read_text() == "hello\n"
@@ -85,7 +92,13 @@ def test_outcomes_through_slurm_and_pbs(
     assert outcomes["pbs", "limit"].exit_code == 128 + 15
     for kind, case in jobs:
         job = slurm_cluster.job(jobs[kind, case][1].job_id or "")
-        expected = {"ok": "COMPLETED", "code": "FAILED", "cancel": "CANCELLED", "limit": "TIMEOUT"}
+        expected = {
+            "ok": "COMPLETED",
+            "env": "COMPLETED",
+            "code": "FAILED",
+            "cancel": "CANCELLED",
+            "limit": "TIMEOUT",
+        }
         assert job["JobState"] == expected[case], (kind, case, job)
 
     # A bounded poll: each job's scheduler queries grow apart up to `max` seconds.

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from webapi.poller.executors import clean_env
+
 log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 60.0
@@ -60,10 +62,19 @@ class SchedulerError(OSError):
 
 
 def run(argv: Sequence[str]) -> str:
-    """Run one scheduler command; its stdout, or SchedulerError with what it said."""
+    """Run one scheduler command; its stdout, or SchedulerError with what it said.
+
+    Without the poller's secrets: sbatch (and qsub -V) hand the submitter's environment to the
+    job, and the program must never see a token or a password.
+    """
     try:
         proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+            env=clean_env(),
         )
     except FileNotFoundError:
         raise SchedulerError(f"{argv[0]} is not installed on this host (or not on PATH)") from None
