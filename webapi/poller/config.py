@@ -40,6 +40,15 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchPoll:
+    """Batch executors ask the scheduler `first` s after a submit, then twice as long each
+    time up to `max` s (the exit file, a plain file read, is checked far more often)."""
+
+    first: float = 5.0
+    max: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Login:
     """Log in with an ID and a password read from an environment variable."""
 
@@ -77,6 +86,7 @@ class PollerConfig:
     request_deadline: float = 120.0
     # Prometheus metrics (webapi.poller.metrics): a textfile and/or a loopback port; none if None.
     metrics: MetricsOutput | None = None
+    batch_poll: BatchPoll = BatchPoll()
 
     def read_token(self) -> str | None:
         """The token from `token` or `token_file` (which must not be readable by others)."""
@@ -204,6 +214,7 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         "max_input_bytes",
         "request_deadline",
         "metrics",
+        "batch_poll",
     }
     unknown = set(data) - known
     if unknown:
@@ -250,6 +261,7 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         str(name): parse_command(str(name), raw, f"{source}: commands.{name}")
         for name, raw in commands_raw.items()
     }
+    batch_poll = _batch_poll(data.get("batch_poll"), f"{source}: batch_poll")
     verify = data.get("verify", True)
     if not isinstance(verify, bool):
         raise ConfigError(f"{source}: verify must be true or false")
@@ -277,6 +289,7 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
             data.get("request_deadline", 120), f"{source}: request_deadline", minimum=1
         ),
         metrics=_metrics(data.get("metrics"), source, base),
+        batch_poll=batch_poll,
     )
 
 
@@ -303,6 +316,20 @@ def _metrics(raw: Any, source: str, base: Path | None) -> MetricsOutput | None:
         file = Path(os.path.expanduser(textfile))
         file = file if file.is_absolute() or base is None else base / file
     return MetricsOutput(textfile=file, port=port, listen=listen)
+
+
+def _batch_poll(raw: Any, where: str) -> BatchPoll:
+    if raw is None:
+        return BatchPoll()
+    if not isinstance(raw, dict) or set(raw) - {"first", "max"}:
+        raise ConfigError(
+            f"{where} must be {{first: SECONDS, max: SECONDS}}, e.g. {{first: 5, max: 60}}"
+        )
+    first = _number(raw.get("first", BatchPoll().first), f"{where}.first", minimum=0)
+    most = _number(raw.get("max", max(first, BatchPoll().max)), f"{where}.max", minimum=0)
+    if most < first or most <= 0:
+        raise ConfigError(f"{where}.max must be > 0 and >= first ({first:g}), got {most:g}")
+    return BatchPoll(first, most)
 
 
 def _patterns(raw: Any, where: str) -> tuple[str, ...]:

@@ -72,6 +72,9 @@ class Watch(Protocol):
     @property
     def should_stop(self) -> bool: ...
     def check(self) -> None: ...
+    def nudge(self) -> None:
+        """Renew (and report progress) soon, from the watch's own thread."""
+
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
@@ -83,6 +86,9 @@ class NoWatch:
     should_stop = False
 
     def check(self) -> None:
+        pass
+
+    def nudge(self) -> None:
         pass
 
     def start(self) -> None:
@@ -311,6 +317,10 @@ class Poller:
             watch.start()
             if record.phase is Phase.CLAIMED:
                 record = self._prepare_and_start(record)
+                if record.job_id:
+                    # The server learns the batch job id now: a short job could end before
+                    # the next regular heartbeat.
+                    watch.nudge()
             if record.phase is Phase.RUNNING:
                 record = self._supervise(record, watch)
             if record.phase is Phase.EXITED:
@@ -373,9 +383,17 @@ class Poller:
             current = self.state.load(key)
             if current is None:
                 return None
+            # A batch job's id stays in the progress text to the end, so `calcs show` tells the
+            # site which job to look at (sacct, qstat) whatever became of the calc.
+            job = ""
+            if current.job_id:
+                spec = self.config.commands.get(current.command)
+                kind = spec.executor if spec is not None else "batch"
+                job = f" as {kind} job {current.job_id}"
             if current.phase is Phase.RUNNING and current.started:
-                return f"running on {self.poller_id} for {int(time.time() - current.started)} s"
-            return str(current.phase)
+                running = int(time.time() - current.started)
+                return f"running on {self.poller_id}{job} for {running} s"
+            return f"{current.phase}{job}"
 
         return progress
 
@@ -491,7 +509,7 @@ class Poller:
         spec = self.config.commands.get(record.command)
         name = spec.executor if spec is not None else "local"
         if name not in self._executors:
-            self._executors[name] = make_executor(name)
+            self._executors[name] = make_executor(name, self.config.batch_poll)
         return self._executors[name]
 
 
