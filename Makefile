@@ -4,6 +4,9 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Workers for the whole suite: most of its time is spent waiting (sshd, ansible, sleeps of fault
+# drills), so three processes on two cores finish sooner; groups: tests/conftest.py.
+PYTEST_WORKERS ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system demo test test-unit test-fast lint bench docs ci clean
@@ -26,7 +29,7 @@ demo: setup ## Run a sample step over SSH (and a calc over the WebAPI) on a priv
 	$(BIN)/python -m demo
 
 test: setup ## Run the whole test suite (slow tests included), as CI does
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: setup ## Run the fast layer only (tests/unit: no sockets, no processes; seconds)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

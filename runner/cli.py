@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from runner import driver
+from runner import driver, metrics, sshgate
 from runner.check import check_host
 from runner.errors import EXIT_CODES, StepError, UsageError
 from runner.mint_exec import entry_name, mint_spec, parse_words
@@ -18,6 +20,7 @@ from runner.progress import Progress
 from runner.record import StepRecord, StepStore
 from runner.stepfile import spec_from_args
 from runner.steps import DEFAULT_ENTRY, DEFAULT_HELPER, HostSpec, Phase, StepResult
+from runner.sweep import sweep_host
 
 log = logging.getLogger("extcomp-ssh")
 
@@ -39,7 +42,11 @@ def _host_flags(p: argparse.ArgumentParser, *, with_host: bool = True) -> None:
     g.add_argument("--known-hosts", dest="known_hosts", help="pinned known_hosts file")
     g.add_argument("--inventory", help="Ansible inventory that defines --host")
     g.add_argument("--helper", help=f"helper path on the host (default {DEFAULT_HELPER})")
-    g.add_argument("--remote-base", dest="remote_base", help="work-dir base on the host (/tmp)")
+    g.add_argument(
+        "--remote-base",
+        dest="remote_base",
+        help="work-dir base on the host (default: the site's, set by its key line; else /tmp)",
+    )
 
 
 def _step_flags(p: argparse.ArgumentParser) -> None:
@@ -80,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "--metrics-textfile-dir",
+        dest="metrics_textfile_dir",
+        metavar="DIR",
+        help="write one Prometheus textfile per step there (node-exporter's textfile dir; "
+        f"default ${metrics.ENV}, else none)",
+    )
+    parser.add_argument(
+        "--ssh-min-interval",
+        dest="ssh_min_interval",
+        metavar="S",
+        help=f"at least S seconds between new ssh connections to one host, shared by all "
+        f"steps of this account (default ${sshgate.ENV}, else "
+        f"{sshgate.DEFAULT_MIN_INTERVAL_S:g}; 0 = off)",
+    )
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -121,6 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     _host_flags(ck, with_host=False)
     ck.add_argument("--entry", default=DEFAULT_ENTRY)
     ck.add_argument("--json", action="store_true")
+    sw = sub.add_parser(
+        "sweep",
+        help="list and remove a host's orphaned work dirs",
+        description="Remove the work dirs under the host's base whose last activity is older "
+        "than --older-than days and whose program does not run (steps that never cleaned up), "
+        "through the same gate as a step. Never a running step's dir, never through a symlink, "
+        "never outside the base. Try --dry-run first.",
+    )
+    sw.add_argument("target", metavar="HOST", help="alias, host, user@host or user@host:port")
+    sw.add_argument(
+        "--older-than",
+        dest="older_than",
+        type=float,
+        required=True,
+        metavar="DAYS",
+        help="only dirs idle for more than DAYS days (fractions allowed)",
+    )
+    sw.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+    _host_flags(sw, with_host=False)
+    sw.add_argument("--json", action="store_true")
     return parser
 
 
@@ -274,6 +316,39 @@ def _cmd_mint_exec(ns: argparse.Namespace, store: StepStore) -> int:
     return 0 if result.exit_code == 0 else 1
 
 
+def _cmd_sweep(ns: argparse.Namespace, store: StepStore) -> int:
+    host = HostSpec.parse(
+        ns.target,
+        key=Path(ns.key).expanduser() if ns.key else None,
+        known_hosts=Path(ns.known_hosts).expanduser() if ns.known_hosts else None,
+        inventory=Path(ns.inventory).expanduser() if ns.inventory else None,
+    )
+    report = sweep_host(
+        host,
+        older_than_days=ns.older_than,
+        dry_run=ns.dry_run,
+        helper=ns.helper or DEFAULT_HELPER,
+        remote_base=ns.remote_base,
+        store=store,
+    )
+    if ns.json:
+        print(json.dumps({**asdict(report), "removed": report.removed}))
+        return 0
+    now = time.time()
+    for d in report.dirs:
+        age = f"{(now - d.last_activity) / 86400:.1f} d" if d.last_activity else "?"
+        size = f"{d.bytes / 2**20:.1f} MiB" if d.bytes is not None else "?"
+        note = f" ({d.why})" if d.why else ""
+        print(f"{d.id}  {d.state or '-':8} {age:>8} {size:>11}  {d.action}{note}")
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{report.host}:{report.base}: {verb} "
+        f"{sum(1 for d in report.dirs if d.action in ('removed', 'would remove'))} of "
+        f"{len(report.dirs)} work dirs idle for more than {report.older_than_days:g} days"
+    )
+    return 0
+
+
 COMMANDS = {
     "run": _cmd_run,
     "push": _cmd_push,
@@ -285,7 +360,20 @@ COMMANDS = {
     "list": _cmd_list,
     "check": _cmd_check,
     "mint-exec": _cmd_mint_exec,
+    "sweep": _cmd_sweep,
 }
+
+
+def _textfile_dir(raw: str) -> None:
+    """Check the flag's dir now (a usage error, not a warning after a long step) and pass it
+    on the way the environment variable would."""
+    path = Path(raw).expanduser()
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--metrics-textfile-dir {raw}: not a writable dir; create it (node-exporter's "
+            "--collector.textfile.directory) or give another"
+        )
+    os.environ[metrics.ENV] = str(path.resolve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -305,6 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ns.args = extra
         if ns.verbose:
             logging.getLogger().setLevel(logging.DEBUG if ns.verbose > 1 else logging.INFO)
+        if ns.ssh_min_interval is not None:
+            # The flag wins over the environment; the gate reads the variable (so does the
+            # Python API), and checks it: a bad value is a usage error (exit 2) there.
+            os.environ[sshgate.ENV] = ns.ssh_min_interval
+        sshgate.min_interval()
+        if ns.metrics_textfile_dir is not None:
+            _textfile_dir(ns.metrics_textfile_dir)
         return COMMANDS[ns.command](ns, StepStore())
     except StepError as exc:
         print(f"extcomp-ssh: {exc.reason}", file=sys.stderr)

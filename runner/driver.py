@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from runner import execute
+from runner import execute, metrics
 from runner.errors import (
     EXIT_TIMEOUT,
     Interrupted,
@@ -287,7 +287,10 @@ def complete(driver: StepDriver, phases: tuple[Phase, ...]) -> StepResult:
         result = driver.result(results)
     except StepError as exc:
         driver.fail(exc)
+        if not isinstance(exc, Interrupted):  # it will be resumed; its textfile comes then
+            metrics.write_step_textfile(driver.record, driver.spec.host.label())
         raise
+    metrics.write_step_textfile(driver.record, driver.spec.host.label())
     log.info("%s", result.summary())
     return result
 

@@ -31,6 +31,7 @@ TASKS: dict[str, str] = {
     "Check the host's set-up": "check",
     "Ask the host for the step's state": "status",
     "Stop the entry script": "kill",
+    "Remove orphaned work dirs": "sweep",
 }
 
 _HOST_KEY = (

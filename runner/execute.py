@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
-from runner import resources
+from runner import resources, sshgate
 from runner.errors import Interrupted, StepError, TransportError, UsageError
 from runner.events import (
     SSH_KNOWN_HOSTS,
@@ -332,6 +332,9 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     guard_pidfile = request.private_dir / "tmp" / f"guard-{request.ident}.pid"
     guard_pidfile.unlink(missing_ok=True)
     guarded = [str(os.getpid()), str(guard_pidfile), "ansible-playbook", str(resources.playbook())]
+    # A new connection (no open ControlMaster) waits for this host's turn first.
+    master = control_path(request.host)
+    sshgate.wait_turn(request.host, needed=lambda: not master.exists())
     warming = _prewarm(request.host)
     with _stop_on_signals(guard_pidfile) as stop:
         result = _ansible_runner().run(

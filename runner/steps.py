@@ -11,7 +11,6 @@ from runner.errors import UsageError
 
 DEFAULT_ENTRY = "execute_remote-side_program_ssh.sh"
 DEFAULT_HELPER = "~/extcomp/bin/extcomp-remote"
-DEFAULT_REMOTE_BASE = "/tmp"
 
 _HOST_RE = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages the kit and its tests need (OpenSSH server and client, rsync,
-# iproute2; for the lab in tests/lab: systemd, util-linux's unshare/nsenter, procps, sudo, and the
-# venv module of the system Python the lab's hosts build their venvs with), but only those
-# missing, so a second run is instant and needs no network.
+# iproute2; promtool; chromium for the status page's browser tests; Slurm and munge; for the lab
+# in tests/lab: systemd, util-linux's unshare/nsenter, procps, sudo, and the venv module of the
+# system Python the lab's hosts build their venvs with), but only those missing, so a second run
+# is instant and needs no network.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -11,6 +12,16 @@ command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v rrsync >/dev/null 2>&1 || [ -x /usr/bin/rrsync ] || need+=(rsync)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# promtool checks and unit-tests docs/prometheus-alerts.yml (tests/webapi/test_metrics.py).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# A real Slurm for the batch-scheduler tests (tests/fixtures/slurm.py), and the PBS-compatible
+# qsub/qstat/qdel of slurm-wlm-torque over it.
+command -v munged >/dev/null 2>&1 || [ -x /usr/sbin/munged ] || need+=(munge)
+command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ] || need+=(slurmctld)
+command -v slurmd >/dev/null 2>&1 || [ -x /usr/sbin/slurmd ] || need+=(slurmd)
+command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+command -v qsub >/dev/null 2>&1 || need+=(slurm-wlm-torque)
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 # The lab (tests/lab, docs/testing.md): hosts are systemd in namespaces over this machine's root.
 [ -x /lib/systemd/systemd ] && command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real sshd "external host" for SSH-mode tests, per-test state dirs."""
+"""Shared fixtures: a real sshd "external host" for SSH-mode tests, a real Slurm cluster,
+per-test state dirs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.slurm import SlurmCluster, missing, start_slurm, stop_slurm
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+
+# Groups of tests that share one worker under `pytest -n N` (make test): a file keeps its module
+# fixtures in one process, and tests/lab keeps its one lab per session in one. (Files that add
+# accounts may run side by side: useradd waits for the /etc/passwd lock.)
+_ONE_WORKER_DIRS = ("lab",)
+
+
+def group_of(nodeid: str) -> str:
+    """The worker group of a test: its dir for _ONE_WORKER_DIRS, else its file."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[1] in _ONE_WORKER_DIRS else path
+
+
+# pytest-xdist's own `xdist_group` cannot be used: it renames node ids, which pytest 9 ignores.
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +52,26 @@ def ssh_host() -> Iterator[SshHost]:
         yield host
     finally:
         stop_sshd(host)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real private Slurm cluster (munged, slurmctld, slurmd; tests/fixtures/slurm.py) for the
+    whole session; the PBS wrappers of slurm-wlm-torque talk to the same cluster."""
+    if os.geteuid() != 0:
+        pytest.skip("the test Slurm cluster needs root (SlurmUser=root, a private munged)")
+    absent = missing()
+    if absent:
+        pytest.fail(
+            f"not installed: {', '.join(absent)}; run scripts/bootstrap-system.sh (make setup)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="extcomp-slurm-"))
+    cluster = start_slurm(root)
+    try:
+        yield cluster
+    finally:
+        stop_slurm(cluster)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -31,6 +31,19 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class StateChange:
+    """One step of a calc's state history: the state it entered, when, and why."""
+
+    state: str
+    at: float
+    reason: str | None = None
+    poller: str | None = None  # the lease holder, for a claim
+
+
+HISTORY_MAX = 50  # a calc requeued for ever keeps only its latest steps
+
+
+@dataclass(frozen=True, slots=True)
 class Calc:
     id: str
     user: str
@@ -60,6 +73,9 @@ class Calc:
     # Results the poller could not (or would not) deliver, with its reason for each; set with
     # the results, answered for them by the original protocol's get-calc-result.
     missing: dict[str, str] | None = field(default=None, hash=False)
+    # Each state it entered, oldest first (kept by the store on every save; records written
+    # before the history existed start with an empty one).
+    history: tuple[StateChange, ...] = ()
 
     def view(self) -> CalcView:
         """The calc as its owner sees it over HTTP (the lease id stays secret)."""
@@ -89,6 +105,7 @@ class Calc:
         doc["args"] = list(self.args)
         doc["inputs"] = [dataclasses.asdict(f) for f in self.inputs]
         doc["results"] = [dataclasses.asdict(f) for f in self.results]
+        doc["history"] = [dataclasses.asdict(h) for h in self.history]
         return doc
 
     @classmethod
@@ -102,6 +119,7 @@ class Calc:
                 "inputs": tuple(FileEntry(**f) for f in doc.get("inputs") or ()),
                 "results": tuple(FileEntry(**f) for f in doc.get("results") or ()),
                 "lease": Lease(**lease) if lease else None,
+                "history": tuple(StateChange(**h) for h in doc.get("history") or ()),
             }
         )
 
@@ -110,6 +128,22 @@ class Calc:
 
     def result(self, name: str) -> FileEntry:
         return _find(self.results, name, "result", self.id)
+
+
+def with_history(old: Calc | None, new: Calc) -> Calc:
+    """`new` with a history step added if it entered a state (or was queued again) since `old`."""
+    if old is None:
+        steps: tuple[StateChange, ...] = (StateChange(str(CalcState.REGISTERED), new.created),)
+        if new.state is CalcState.REGISTERED:
+            return replace(new, history=steps)
+    else:
+        steps = new.history
+        same_state = old.state is new.state and old.queued_at == new.queued_at
+        if same_state and (old.lease is None) == (new.lease is None):
+            return new
+    poller = new.lease.poller if new.lease is not None else None
+    step = StateChange(str(new.state), new.updated, new.reason, poller)
+    return replace(new, history=(*steps, step)[-HISTORY_MAX:])
 
 
 def _find(files: tuple[FileEntry, ...], name: str, kind: str, calc_id: str) -> FileEntry:

@@ -147,6 +147,7 @@ def world() -> Iterator[SshWorld]:
             "ssh_target_authorized_keys_file": str(keys),
             "ssh_target_from": ["127.0.0.1", "::1"],
             "ssh_target_cleanup_manager": "cron",
+            "ssh_target_batch_conf": "EXTCOMP_BATCH_POLL=30\n",
             "ssh_target_cron_dir": str(root / "cron.d"),
         }
         wf_vars = {
@@ -247,6 +248,10 @@ def test_files_and_modes(world: SshWorld) -> None:
     assert os.access(world.site_dir / "bin" / "extcomp-remote", os.X_OK)
     assert (world.site_dir / "remote-side_scripts" / "sample_program.sh").stat().st_mode & 0o111
     assert world.base.stat().st_mode & 0o777 == 0o700
+    # The Slurm entry script's settings: root's, so the account cannot change what jobs run.
+    batch_conf = world.site_dir / "batch.conf"
+    assert batch_conf.read_text() == "EXTCOMP_BATCH_POLL=30\n"
+    assert (batch_conf.owner(), batch_conf.stat().st_mode & 0o777) == ("root", 0o644)
     shadow = {
         line.split(":")[0]: line.split(":")[1]
         for line in Path("/etc/shadow").read_text().splitlines()

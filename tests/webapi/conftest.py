@@ -51,6 +51,7 @@ class RunningServer:
     passwords: dict[str, str] = field(default_factory=lambda: dict(PASSWORDS))
     base_dir: Path = Path()  # pass as make_api_server(base_dir=...) to restart on the same data
     process: subprocess.Popen[bytes] | None = None  # set for subprocess=True servers
+    metrics_url: str | None = None  # the separate metrics listener's (metrics_listen), if any
     _stop: Callable[[], None] = lambda: None
 
     def stop(self) -> None:
@@ -154,7 +155,7 @@ def _start_thread(
         handler.close()
 
     stops.append(stop)
-    return RunningServer(url=server.url, _stop=stop, **common)
+    return RunningServer(url=server.url, _stop=stop, metrics_url=server.metrics_url, **common)
 
 
 def _start_subprocess(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from webapi.contract.calc import FileEntry
+from webapi.poller.config import BatchPoll
 from webapi.poller.executors import Outcome, Started, clean_env
 from webapi.poller.executors.batch import BatchExecutor
 from webapi.poller.executors.local import LocalExecutor
@@ -163,7 +164,7 @@ print('4242;cluster')
     _fake_tool(bindir, "sacct", "print('COMPLETED')\n")
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     wd = WorkDir.for_calc(tmp_path / "work", "c-6")
-    ex = BatchExecutor("slurm", query_every=0)
+    ex = BatchExecutor("slurm", poll=BatchPoll(first=0, max=0.1))
     st = ex.start(
         [PY, "-c", "import sys; print('hi'); sys.exit(5)", "x y"], wd, ["--partition=debug"]
     )

@@ -336,6 +336,8 @@ class ClaimRequest:
     wait: float = DEFAULT_WAIT
     confirm: bool = False
 
+    KEYS = frozenset({"poller", "wait", "confirm"})
+
     def to_json(self) -> dict[str, Any]:
         return {"poller": self.poller, "wait": self.wait, "confirm": self.confirm}
 
@@ -401,6 +403,8 @@ class Heartbeat:
     lease: str
     progress: str | None = None
 
+    KEYS = frozenset({"lease", "progress"})
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"lease": self.lease}
         if self.progress:
@@ -441,6 +445,8 @@ class FinishReport:
     results: tuple[FileEntry, ...] = ()
     reason: str | None = None
 
+    KEYS = frozenset({"lease", "exit_code", "results", "reason"})
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "lease": self.lease,
@@ -477,6 +483,8 @@ class Unclaim:
 
     lease: str
     reason: str
+
+    KEYS = frozenset({"lease", "reason"})
 
     def to_json(self) -> dict[str, Any]:
         return {"lease": self.lease, "reason": self.reason}

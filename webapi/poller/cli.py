@@ -42,6 +42,7 @@ from webapi.poller.config import (
     with_allowed,
 )
 from webapi.poller.loop import Adapter, Poller
+from webapi.poller.metrics import MetricsOutput, PollerMetrics
 from webapi.poller.state import StateDir
 
 log = logging.getLogger("extcomp-poller")
@@ -86,8 +87,52 @@ def build_parser() -> argparse.ArgumentParser:
         default="native",
         help="mint: talk the original MInt protocol (see extcomp-poller --protocol mint --help)",
     )
+    m = p.add_argument_group(
+        "metrics (Prometheus; optional; they win over the config's metrics: {textfile, port})"
+    )
+    m.add_argument(
+        "--metrics-textfile",
+        type=Path,
+        metavar="PATH",
+        help="keep a node-exporter textfile here (rewritten atomically; name it *.prom)",
+    )
+    m.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve GET /metrics on this port (0: any free one)",
+    )
+    m.add_argument(
+        "--metrics-listen",
+        metavar="ADDR",
+        help="address of --metrics-port (default 127.0.0.1: only this host may scrape)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
+
+
+def metrics_output(
+    args: argparse.Namespace, configured: MetricsOutput | None
+) -> MetricsOutput | None:
+    """The metrics flags over the config's `metrics:`, checked: a bad one is a usage error now,
+    not a warning later."""
+    base = configured or MetricsOutput()
+    textfile = args.metrics_textfile if args.metrics_textfile is not None else base.textfile
+    port = args.metrics_port if args.metrics_port is not None else base.port
+    listen = args.metrics_listen or base.listen
+    if textfile is None and port is None:
+        return None
+    if textfile is not None:
+        parent = textfile.expanduser().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"--metrics-textfile {textfile}: {parent} is not a writable dir; create it "
+                "(node-exporter's --collector.textfile.directory) or choose another path"
+            )
+        textfile = textfile.expanduser()
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port {port}: give a port 0-65535")
+    return MetricsOutput(textfile=textfile, port=port, listen=listen)
 
 
 def _protocol(argv: list[str]) -> str:
@@ -163,7 +208,14 @@ def parse(argv: list[str]) -> RunSpec:
 
         return parse_mint(argv)
     args = build_parser().parse_args(argv)
-    return RunSpec(config_from_args(args), "native", once=args.once, verbose=args.verbose)
+    config = config_from_args(args)
+    return RunSpec(
+        config,
+        "native",
+        once=args.once,
+        verbose=args.verbose,
+        metrics=metrics_output(args, config.metrics),
+    )
 
 
 def resolve_token(config: PollerConfig) -> str:
@@ -227,7 +279,10 @@ def make_poller(spec: RunSpec, token: str) -> Poller:
         from webapi.poller.native import NativeAdapter
 
         adapter = NativeAdapter(config, token, state, config.poller_id)
-    return Poller(config, adapter, state)
+    metrics = None
+    if spec.metrics is not None:
+        metrics = PollerMetrics(config.site, config.poller_id, spec.metrics)
+    return Poller(config, adapter, state, metrics=metrics)
 
 
 def cleanup_main(argv: list[str]) -> int:
@@ -303,7 +358,21 @@ def main(argv: list[str] | None = None) -> int:
         config.url,
         ", ".join(sorted(config.commands)) or "empty",
     )
-    return poller.run(once=spec.once)
+    if poller.metrics is not None:
+        try:
+            poller.metrics.start()
+        except OSError as exc:
+            return start_failed(
+                ConfigError(
+                    f"--metrics-port {spec.metrics.port if spec.metrics else ''}: cannot listen "
+                    f"({exc.strerror or exc}); choose a free port"
+                )
+            )
+    try:
+        return poller.run(once=spec.once)
+    finally:
+        if poller.metrics is not None:
+            poller.metrics.stop()
 
 
 if __name__ == "__main__":

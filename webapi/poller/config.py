@@ -12,6 +12,7 @@ from typing import Any
 from webapi.contract.names import SITE_RE
 from webapi.errors import ConfigError
 from webapi.fs import load_yaml_config
+from webapi.poller.metrics import MetricsOutput
 
 EXECUTORS = ("local", "slurm", "pbs")
 DEFAULT_WORK_BASE = Path("/tmp/extcomp-poller")
@@ -36,6 +37,15 @@ class Retry:
 
     count: int = 5
     interval: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPoll:
+    """Batch executors ask the scheduler `first` s after a submit, then twice as long each
+    time up to `max` s (the exit file, a plain file read, is checked far more often)."""
+
+    first: float = 5.0
+    max: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,9 @@ class PollerConfig:
     # Each request to the server as a whole: this long, plus a second per 16 KiB it carries; a
     # server that answers slower (one byte at a time, say) is given up on.
     request_deadline: float = 120.0
+    # Prometheus metrics (webapi.poller.metrics): a textfile and/or a loopback port; none if None.
+    metrics: MetricsOutput | None = None
+    batch_poll: BatchPoll = BatchPoll()
 
     def read_token(self) -> str | None:
         """The token from `token` or `token_file` (which must not be readable by others)."""
@@ -105,6 +118,7 @@ class RunSpec:
     once: bool = False
     verbose: bool = False
     poll_interval: float = 10.0  # the original protocol's pause between calc-requests
+    metrics: MetricsOutput | None = None  # --metrics-textfile / --metrics-port
 
 
 def default_state_dir(site: str) -> Path:
@@ -199,6 +213,8 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         "min_free_bytes",
         "max_input_bytes",
         "request_deadline",
+        "metrics",
+        "batch_poll",
     }
     unknown = set(data) - known
     if unknown:
@@ -245,6 +261,7 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         str(name): parse_command(str(name), raw, f"{source}: commands.{name}")
         for name, raw in commands_raw.items()
     }
+    batch_poll = _batch_poll(data.get("batch_poll"), f"{source}: batch_poll")
     verify = data.get("verify", True)
     if not isinstance(verify, bool):
         raise ConfigError(f"{source}: verify must be true or false")
@@ -271,7 +288,48 @@ def parse_config(data: Any, *, source: str = "config", base: Path | None = None)
         request_deadline=_number(
             data.get("request_deadline", 120), f"{source}: request_deadline", minimum=1
         ),
+        metrics=_metrics(data.get("metrics"), source, base),
+        batch_poll=batch_poll,
     )
+
+
+def _metrics(raw: Any, source: str, base: Path | None) -> MetricsOutput | None:
+    """`metrics: {textfile: PATH, port: N, listen: ADDR}` (each optional)."""
+    if raw is None:
+        return None
+    shape = "metrics must be {textfile: PATH, port: N, listen: 127.0.0.1} (each optional)"
+    if not isinstance(raw, dict) or set(raw) - {"textfile", "port", "listen"}:
+        raise ConfigError(f"{source}: {shape}")
+    textfile = raw.get("textfile")
+    if textfile is not None and not isinstance(textfile, str):
+        raise ConfigError(f"{source}: metrics.textfile must be a path string")
+    port = raw.get("port")
+    if port is not None:
+        port = _int(port, f"{source}: metrics.port")
+        if port > 65535:
+            raise ConfigError(f"{source}: metrics.port must be a port 0-65535, got {port}")
+    listen = raw.get("listen", "127.0.0.1")
+    if not isinstance(listen, str) or not listen:
+        raise ConfigError(f"{source}: metrics.listen must be an address, e.g. 127.0.0.1")
+    file = None
+    if textfile is not None:
+        file = Path(os.path.expanduser(textfile))
+        file = file if file.is_absolute() or base is None else base / file
+    return MetricsOutput(textfile=file, port=port, listen=listen)
+
+
+def _batch_poll(raw: Any, where: str) -> BatchPoll:
+    if raw is None:
+        return BatchPoll()
+    if not isinstance(raw, dict) or set(raw) - {"first", "max"}:
+        raise ConfigError(
+            f"{where} must be {{first: SECONDS, max: SECONDS}}, e.g. {{first: 5, max: 60}}"
+        )
+    first = _number(raw.get("first", BatchPoll().first), f"{where}.first", minimum=0)
+    most = _number(raw.get("max", max(first, BatchPoll().max)), f"{where}.max", minimum=0)
+    if most < first or most <= 0:
+        raise ConfigError(f"{where}.max must be > 0 and >= first ({first:g}), got {most:g}")
+    return BatchPoll(first, most)
 
 
 def _patterns(raw: Any, where: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ class Heartbeat:
         self.lost = threading.Event()
         self.reason = ""
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and nudge(): beat (or end) now
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{calc_id}", daemon=True)
 
     def beat(self) -> None:
@@ -55,8 +56,16 @@ class Heartbeat:
         """One heartbeat now (is the lease still ours?)."""
         self.beat()
 
+    def nudge(self) -> None:
+        """Beat now rather than at the next interval (e.g. a batch job id to report)."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except TransportError as exc:
@@ -73,6 +82,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=self.api.transport.settings.connect_timeout + 5)
         self.api.close()

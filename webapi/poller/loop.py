@@ -22,6 +22,7 @@ from webapi.errors import Exit, MalformedAnswer, TransportError
 from webapi.fs import disk_full
 from webapi.poller.config import CommandSpec, PollerConfig
 from webapi.poller.executors import Executor, Outcome, Started, make_executor
+from webapi.poller.metrics import PollerMetrics
 from webapi.poller.state import CalcRecord, Phase, StateDir
 from webapi.poller.workdir import WorkDir
 
@@ -71,6 +72,9 @@ class Watch(Protocol):
     @property
     def should_stop(self) -> bool: ...
     def check(self) -> None: ...
+    def nudge(self) -> None:
+        """Renew (and report progress) soon, from the watch's own thread."""
+
     def start(self) -> None: ...
     def stop(self) -> None: ...
 
@@ -82,6 +86,9 @@ class NoWatch:
     should_stop = False
 
     def check(self) -> None:
+        pass
+
+    def nudge(self) -> None:
         pass
 
     def start(self) -> None:
@@ -136,6 +143,7 @@ class Poller:
         state: StateDir,
         *,
         supervise_interval: float = 0.5,
+        metrics: PollerMetrics | None = None,
     ) -> None:
         self.config = config
         self.adapter = adapter
@@ -148,6 +156,7 @@ class Poller:
         self._executors: dict[str, Executor] = {}
         self._low_space = ""  # the last "not taking calcs" reason logged
         self._abandoned: set[str] = set()  # calcs this run could not record; not resumed
+        self.metrics = metrics
 
     # -- loop -------------------------------------------------------------------------------
     def run(self, *, once: bool = False) -> int:
@@ -251,6 +260,8 @@ class Poller:
         its program or outcome back instead of a second run. A calc that cannot be recorded
         is given back at once rather than held by a poller that cannot work on it."""
         fresh = self.adapter.claim()
+        if self.metrics is not None:
+            self.metrics.polled(fresh is not None)
         if fresh is None:
             return None
         self.busy = True  # from here a stop signal lets this step finish
@@ -306,6 +317,10 @@ class Poller:
             watch.start()
             if record.phase is Phase.CLAIMED:
                 record = self._prepare_and_start(record)
+                if record.job_id:
+                    # The server learns the batch job id now: a short job could end before
+                    # the next regular heartbeat.
+                    watch.nudge()
             if record.phase is Phase.RUNNING:
                 record = self._supervise(record, watch)
             if record.phase is Phase.EXITED:
@@ -368,16 +383,28 @@ class Poller:
             current = self.state.load(key)
             if current is None:
                 return None
+            # A batch job's id stays in the progress text to the end, so `calcs show` tells the
+            # site which job to look at (sacct, qstat) whatever became of the calc.
+            job = ""
+            if current.job_id:
+                spec = self.config.commands.get(current.command)
+                kind = spec.executor if spec is not None else "batch"
+                job = f" as {kind} job {current.job_id}"
             if current.phase is Phase.RUNNING and current.started:
-                return f"running on {self.poller_id} for {int(time.time() - current.started)} s"
-            return str(current.phase)
+                running = int(time.time() - current.started)
+                return f"running on {self.poller_id}{job} for {running} s"
+            return f"{current.phase}{job}"
 
         return progress
 
     def _exited(
         self, record: CalcRecord, wd: WorkDir, exit_code: int, reason: str | None
     ) -> CalcRecord:
-        return self.state.save(self.adapter.outcome(record, wd, exit_code, reason))
+        exited = self.state.save(self.adapter.outcome(record, wd, exit_code, reason))
+        if self.metrics is not None:
+            self.metrics.ran(exited.command, exit_code)
+            self.metrics.moved(results=sum(f.size for f in exited.results))
+        return exited
 
     def _prepare_and_start(self, record: CalcRecord) -> CalcRecord:
         wd = self._wd(record)
@@ -386,6 +413,8 @@ class Poller:
         wd.create()
         try:
             record = self.state.save(self.adapter.fetch(record, wd, self._allowed))
+            if self.metrics is not None:
+                self.metrics.moved(inputs=sum(f.size for f in record.inputs))
         except InputsFailed as exc:
             return self._exited(exc.record, wd, Exit.FAILED, exc.reason)
         spec = self.config.commands.get(record.command)
@@ -480,7 +509,7 @@ class Poller:
         spec = self.config.commands.get(record.command)
         name = spec.executor if spec is not None else "local"
         if name not in self._executors:
-            self._executors[name] = make_executor(name)
+            self._executors[name] = make_executor(name, self.config.batch_poll)
         return self._executors[name]
 
 

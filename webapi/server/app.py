@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from typing import Any
@@ -12,13 +13,22 @@ from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, LoginGrant
 from webapi.contract.openapi import openapi_document
 from webapi.contract.timefmt import format_ts
-from webapi.errors import BadRequest
+from webapi.errors import ApiError, BadRequest
 from webapi.mint.server import register_mint_routes
 from webapi.server.auth import Principal, UserStore
 from webapi.server.config import ConfigSource, ServerConfig
+from webapi.server.metrics import CONTENT_TYPE, ServerMetrics
 from webapi.server.routes_poller import register_poller_routes
 from webapi.server.routes_workflow import register_calc_routes
-from webapi.server.routing import Deps, json_error_handler, read_json, require_admin, route
+from webapi.server.routing import (
+    Deps,
+    header,
+    json_error_handler,
+    read_json,
+    require_admin,
+    route,
+)
+from webapi.server.status import SessionStore, register_status_routes
 from webapi.server.watchdog import Watchdog
 from webapi.store.base import JobStore
 
@@ -73,9 +83,12 @@ def create_app(
     auth: UserStore,
     *,
     watchdog: Watchdog | None = None,
+    sessions: SessionStore | None = None,
+    metrics: ServerMetrics | None = None,
 ) -> bottle.Bottle:
     """A fresh Bottle app serving the HTTP contract of docs/api.md; `watchdog` (the server's)
-    gives request bodies a deadline."""
+    gives request bodies a deadline; `sessions` are the status page's (default: a fresh store);
+    `metrics` (made here if not given) counts its requests."""
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     app.default_error_handler = json_error_handler
@@ -112,4 +125,27 @@ def create_app(
     register_poller_routes(app, deps, render_calc)
     # The original MInt protocol over the same store (docs/mint-protocol.md).
     register_mint_routes(app, deps)
+    # The status page for people (docs/operations.md, "Status page").
+    register_status_routes(app, deps, render_calc, sessions)
+
+    metrics = metrics or ServerMetrics(store, config_source)
+
+    def metrics_page() -> str | bytes:
+        # Admins only: the numbers name sites and show load. A Prometheus on this host can use
+        # the separate loopback listener instead (metrics_listen), without a token.
+        try:
+            require_admin(auth.authenticate(header("Authorization")))
+        except ApiError as exc:
+            bottle.response.status = exc.status
+            bottle.response.content_type = "application/json"
+            return json.dumps(exc.to_json())
+        bottle.response.content_type = CONTENT_TYPE
+        return metrics.exposition()
+
+    app.route("/metrics", method="GET", callback=metrics_page)
+
+    # Count every request, unmatched ones too, when its answer has been sent: Bottle's own
+    # hooks run before a streamed body is sent. Bottle.__call__ calls self.wsgi.
+    app.wsgi = metrics.wrap(app.wsgi)
+    app.config["extcomp.metrics"] = metrics
     return app

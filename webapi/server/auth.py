@@ -101,6 +101,11 @@ def _check_unique(users: dict[str, Any], digest: str) -> None:
         raise BadRequest("this token is already registered; tokens must be unique")
 
 
+def _password_id(stored: str) -> str:
+    """Names one stored password (it changes when the password does) without revealing it."""
+    return "password:" + hashlib.sha256(stored.encode("utf-8")).hexdigest()[:16]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -181,13 +186,39 @@ class UserStore:
             raise Unauthorized("the token has expired: log in again or ask an admin for a new one")
         raise Unauthorized("unknown token: check the token or log in again")
 
-    def login(self, user: str, password: str, days: int = DEFAULT_LOGIN_DAYS) -> NewToken:
-        """Check a password and return a new token with an expiry."""
+    def check_password(self, user: str, password: str) -> Principal:
+        """The Principal of `user` if `password` is theirs, else Unauthorized (which part was
+        wrong is not said, and an unknown user costs as much as a known one)."""
         record = self._users().get(user) if isinstance(user, str) else None
         stored = (record or {}).get("password")
         ok = verify_password(str(password), stored if stored else _DUMMY_HASH)
         if not (record and stored and ok):
             raise Unauthorized("user name or password is wrong")
+        return Principal(user, bool(record.get("admin")), _password_id(str(stored)))
+
+    def current(self, user: str, credential: str) -> Principal | None:
+        """`user` as the users file says now, if the credential they logged in with (a token id,
+        or the password's id from check_password) still holds; None once it is revoked, expired
+        or changed, or the user is gone. Long-lived sessions check this on every use."""
+        record = self._users().get(user)
+        if not isinstance(record, dict):
+            return None
+        admin = bool(record.get("admin"))
+        stored = record.get("password")
+        if stored and hmac.compare_digest(_password_id(str(stored)), credential):
+            return Principal(user, admin, credential)
+        now = time.time()
+        for tok in record.get("tokens") or []:
+            if str(tok.get("id")) == credential:
+                exp = tok.get("expires")
+                if exp and parse_ts(str(exp)) <= now:
+                    return None
+                return Principal(user, admin, credential)
+        return None
+
+    def login(self, user: str, password: str, days: int = DEFAULT_LOGIN_DAYS) -> NewToken:
+        """Check a password and return a new token with an expiry."""
+        self.check_password(user, password)
         return self.new_token(user, label="login", expires_days=days)
 
     # -- administration -----------------------------------------------------------------------

@@ -190,6 +190,26 @@ def cmd_admin_fail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_admin_purge(args: argparse.Namespace) -> int:
+    from webapi.server.config import load_config
+
+    conf = load_config(_config_path(args))
+    if not (conf.retention.active or any(s.retention for s in conf.sites.values())):
+        raise UsageError(
+            "no retention rule is configured: add 'retention: {max_age_days: N, keep: N}' to "
+            "the server config (or a site's settings); see docs/job-store.md"
+        )
+    report = _store(args).purge(conf.site_retention, dry_run=args.dry_run)
+    for calc in report.calcs:
+        verb = "would remove" if args.dry_run else "removed"
+        print(
+            f"{verb} {calc.id}\tsite {calc.site}\t{calc.state}\tended {calc.ended_ago:.0f} s ago"
+            f"\t{calc.files} file(s)\t{calc.bytes} bytes\t{calc.why}"
+        )
+    print(report.summary())
+    return EXIT_OK
+
+
 def add_command(
     parent: SubParsers, name: str, func: Command, help_: str
 ) -> argparse.ArgumentParser:
@@ -252,3 +272,13 @@ def add_server_commands(sub: SubParsers, calc_id: CalcIdParser = lambda raw: raw
     p.add_argument("calc_id", help="calc id or original-protocol accept_id")
     p.add_argument("--reason", required=True, help="why (shown to the calc's owner)")
     p.set_defaults(calc_id_parser=calc_id)
+    p = add(
+        admin,
+        "purge",
+        cmd_admin_purge,
+        "Remove final calcs (succeeded, failed, cancelled) and their files past the configured "
+        "retention (max_age_days, keep per site); safe beside a running server",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="only print what would be removed, remove nothing"
+    )

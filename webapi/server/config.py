@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ from webapi.contract.names import SITE_RE
 from webapi.errors import ConfigError
 from webapi.fs import load_yaml_config
 from webapi.store.base import SitePolicy
+from webapi.store.retention import RetentionRule
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class SiteConfig:
     commands: tuple[str, ...]
     lease_seconds: int | None = None
     legacy_lease: int | None = None  # see ServerConfig.legacy_lease
+    retention: RetentionRule | None = None  # None: the server's default rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,19 @@ class ServerConfig:
     # Lease of claims made through the original protocol, whose poller never heartbeats while
     # the program runs: seconds, 0 = no expiry (an operator requeues or fails a stuck calc).
     legacy_lease: int = 0
+    # A second, token-free listener serving only /metrics, for a Prometheus on this host:
+    # loopback addresses only (elsewhere scrape /metrics on the API port with an admin token).
+    metrics_listen: tuple[str, int] | None = None
+    # Final calcs past these limits are removed with their files (default: kept for ever);
+    # a site's own `retention` replaces the default for that site as a whole.
+    retention: RetentionRule = field(default_factory=RetentionRule)
+    retention_interval_seconds: int = 3600
+
+    def site_retention(self, site: str) -> RetentionRule:
+        conf = self.sites.get(site)
+        if conf is not None and conf.retention is not None:
+            return conf.retention
+        return self.retention
 
     def site_lease_seconds(self, site: str) -> int:
         conf = self.sites.get(site)
@@ -110,7 +126,9 @@ _INT_KEYS = {
     "legacy_lease": (0, 10 * 365 * 86400),
 }
 _KNOWN = {"listen", "tls", "data_dir", "users_file", "log_file", "reaper_seconds", "sites"}
-_KNOWN |= {"mint_ini"}
+_KNOWN |= {"mint_ini", "metrics_listen", "retention"}
+_RETENTION_KEYS = ("max_age_days", "keep")
+MAX_RETENTION_DAYS = 100 * 365
 _KNOWN |= set(_INT_KEYS)
 
 
@@ -135,6 +153,44 @@ def _int(path: Path, key: str, value: Any) -> int:
     return value
 
 
+def _retention(path: Path, key: str, raw: Any, *, top: bool) -> tuple[RetentionRule, int | None]:
+    """A `retention:` mapping: the rule, and (top level only) the purge interval."""
+    allowed = (*_RETENTION_KEYS, "interval_seconds") if top else _RETENTION_KEYS
+    example = "write e.g. 'retention: {max_age_days: 30, keep: 1000}'"
+    if not isinstance(raw, dict):
+        raise _fail(path, key, f"expected a mapping, got {raw!r}", example)
+    unknown = set(raw) - set(allowed)
+    if unknown:
+        raise _fail(path, key, f"unknown keys {sorted(unknown)}", f"allowed: {', '.join(allowed)}")
+    age = raw.get("max_age_days")
+    if age is not None and (
+        isinstance(age, bool)
+        or not isinstance(age, int | float)
+        or not 0 <= age <= MAX_RETENTION_DAYS
+    ):
+        raise _fail(
+            path,
+            f"{key}.max_age_days",
+            f"expected a number of days, got {age!r}",
+            f"use 0..{MAX_RETENTION_DAYS} (fractions allowed), or omit it for no age limit",
+        )
+    keep = raw.get("keep")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+        raise _fail(
+            path,
+            f"{key}.keep",
+            f"expected a whole number of calcs, got {keep!r}",
+            "use 0 or more (final calcs kept per site, newest first), or omit it for no limit",
+        )
+    interval = raw.get("interval_seconds")
+    if interval is not None:
+        interval = _int(path, f"{key}.interval_seconds", interval)
+        if interval < 1:
+            raise _fail(path, f"{key}.interval_seconds", "must be at least 1", "use e.g. 3600")
+    rule = RetentionRule(None if age is None else float(age) * 86400, keep)
+    return rule, interval
+
+
 def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
     if raw is None:
         return {}
@@ -147,13 +203,13 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
             raise _fail(path, key, "bad site name", "use letters, digits, '.', '_' or '-'")
         if not isinstance(body, dict):
             raise _fail(path, key, "expected a mapping", "write 'commands: [name, ...]' under it")
-        unknown = set(body) - {"commands", "lease_seconds", "legacy_lease"}
+        unknown = set(body) - {"commands", "lease_seconds", "legacy_lease", "retention"}
         if unknown:
             raise _fail(
                 path,
                 key,
                 f"unknown keys {sorted(unknown)}",
-                "allowed: commands, lease_seconds, legacy_lease",
+                "allowed: commands, lease_seconds, legacy_lease, retention",
             )
         commands = body.get("commands", [])
         if not isinstance(commands, list) or not all(
@@ -171,8 +227,33 @@ def _sites(path: Path, raw: Any) -> dict[str, SiteConfig]:
             commands=tuple(commands),
             lease_seconds=None if lease is None else _int(path, f"{key}.lease_seconds", lease),
             legacy_lease=None if legacy is None else _int(path, f"{key}.legacy_lease", legacy),
+            retention=None
+            if body.get("retention") is None
+            else _retention(path, f"{key}.retention", body["retention"], top=False)[0],
         )
     return sites
+
+
+def _metrics_listen(path: Path, value: Any) -> tuple[str, int]:
+    fix = "write e.g. 'metrics_listen: 127.0.0.1:9464' (a loopback address and a port)"
+    if not isinstance(value, str):
+        raise _fail(path, "metrics_listen", f"expected HOST:PORT, got {value!r}", fix)
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise _fail(path, "metrics_listen", f"expected HOST:PORT, got {value!r}", fix)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise _fail(
+            path,
+            "metrics_listen",
+            f"{host!r} is not a loopback address: this listener needs no token",
+            "use 127.0.0.1 or ::1, or scrape /metrics on the API port with an admin token",
+        )
+    return host, int(port)
 
 
 def parse_config(raw: Any, path: Path) -> ServerConfig:
@@ -194,6 +275,8 @@ def parse_config(raw: Any, path: Path) -> ServerConfig:
     }
     if "log_file" in raw and raw["log_file"] is not None:
         kwargs["log_file"] = _path(path, "log_file", raw["log_file"])
+    if raw.get("metrics_listen") is not None:
+        kwargs["metrics_listen"] = _metrics_listen(path, raw["metrics_listen"])
     if raw.get("mint_ini") is not None:
         kwargs["mint_ini"] = _path(path, "mint_ini", raw["mint_ini"])
     if "listen" in raw:
@@ -215,6 +298,11 @@ def parse_config(raw: Any, path: Path) -> ServerConfig:
                 path, "reaper_seconds", f"expected a positive number, got {value!r}", "use e.g. 5"
             )
         kwargs["reaper_seconds"] = float(value)
+    if raw.get("retention") is not None:
+        rule, interval = _retention(path, "retention", raw["retention"], top=True)
+        kwargs["retention"] = rule
+        if interval is not None:
+            kwargs["retention_interval_seconds"] = interval
     tls = raw.get("tls")
     if tls is not None:
         if not isinstance(tls, dict) or set(tls) != {"cert", "key"}:

@@ -21,7 +21,15 @@ from webapi.contract.calc import (
 )
 from webapi.errors import ApiError, Forbidden
 from webapi.server.auth import Principal
-from webapi.server.routing import Deps, body_stream, peer_alive, query_int, read_json, route
+from webapi.server.routing import (
+    Deps,
+    body_stream,
+    header,
+    peer_alive,
+    query_int,
+    read_json,
+    route,
+)
 from webapi.store.base import ClaimTerms
 
 Render = Callable[[Deps, Calc], dict[str, Any]]
@@ -54,6 +62,7 @@ def register_poller_routes(app: bottle.Bottle, deps: Deps, render: Render) -> No
         terms = ClaimTerms(
             confirm_seconds=conf.claim_confirm_seconds if req.confirm else None,
             still_there=peer_alive(bottle.request.environ),
+            agent=header("User-Agent"),
         )
         try:
             calc = store.claim(site=site, user=p.user, poller=req.poller, wait=wait, terms=terms)

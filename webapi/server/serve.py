@@ -20,6 +20,7 @@ from webapi.errors import ConfigError
 from webapi.server.app import create_app
 from webapi.server.auth import UserStore
 from webapi.server.config import ConfigSource, site_policy
+from webapi.server.metrics import CONTENT_TYPE, ServerMetrics
 from webapi.server.watchdog import Watchdog
 from webapi.store.yaml_store import YamlJobStore
 
@@ -110,7 +111,8 @@ def tls_adapter(cert: Path, key: Path) -> BuiltinSSLAdapter:
 
 
 class ApiServer:
-    """The store, the app, a cheroot server and the reaper thread, started and stopped together."""
+    """The store, the app, a cheroot server, the reaper and retention threads, started and stopped
+    together."""
 
     def __init__(self, config_path: Path) -> None:
         self.config = ConfigSource(config_path)
@@ -129,7 +131,20 @@ class ApiServer:
         _readable("users_file", conf.users_file, missing_ok=True)  # made by `users add`
         self.auth = UserStore(conf.users_file)
         self.watchdog = Watchdog(header_seconds=conf.request_deadline_seconds)
-        self.app = create_app(self.store, self.config, self.auth, watchdog=self.watchdog)
+        self.metrics = ServerMetrics(self.store, self.config)
+        self.app = create_app(
+            self.store, self.config, self.auth, watchdog=self.watchdog, metrics=self.metrics
+        )
+        self.metrics_wsgi: wsgi.Server | None = None
+        if conf.metrics_listen is not None:
+            self.metrics_wsgi = wsgi.Server(
+                conf.metrics_listen,
+                _metrics_app(self.metrics),
+                numthreads=2,
+                timeout=10,
+                shutdown_timeout=2,
+                server_name="extcomp-api-metrics",
+            )
         self.wsgi = wsgi.Server(
             (conf.listen, conf.port),
             self.app,
@@ -155,6 +170,14 @@ class ApiServer:
         scheme = "https" if self.wsgi.ssl_adapter is not None else "http"
         return f"{scheme}://{host}:{port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        """http://HOST:PORT/metrics of the separate metrics listener, if one is configured."""
+        if self.metrics_wsgi is None:
+            return None
+        host, port = self.metrics_wsgi.bind_addr[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/metrics"
+
     def _reap_loop(self) -> None:
         while not self._stop.wait(self.config.current.reaper_seconds):
             try:
@@ -162,23 +185,71 @@ class ApiServer:
             except Exception:  # keep reaping; a bad calc must not stop lease expiry for all
                 log.exception("reaper: error")
 
+    def _retention_loop(self) -> None:
+        while not self._stop.wait(self.config.current.retention_interval_seconds):
+            conf = self.config.current
+            if not (conf.retention.active or any(s.retention for s in conf.sites.values())):
+                continue  # no rule configured: calcs are kept for ever
+            try:
+                report = self.store.purge(conf.site_retention)
+            except Exception:  # try again next round; serving must go on
+                log.exception("retention: error")
+                continue
+            if report.calcs:
+                log.info("%s", report.summary())
+
     def start(self) -> None:
         """Bind the socket and serve in background threads; returns once listening."""
         self.wsgi.prepare()
-        for target, name in ((self.wsgi.serve, "cheroot"), (self._reap_loop, "reaper")):
+        targets = [
+            (self.wsgi.serve, "cheroot"),
+            (self._reap_loop, "reaper"),
+            (self._retention_loop, "retention"),
+        ]
+        if self.metrics_wsgi is not None:
+            try:
+                self.metrics_wsgi.prepare()
+            except OSError as exc:
+                self.wsgi.stop()
+                raise ConfigError(
+                    f"metrics_listen {self.config.current.metrics_listen}: cannot listen there "
+                    f"({exc.strerror or exc}); choose a free port"
+                ) from None
+            targets.append((self.metrics_wsgi.serve, "metrics"))
+        for target, name in targets:
             thread = threading.Thread(target=target, name=f"extcomp-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("api server listening on %s (%d threads)", self.url, self.config.current.threads)
+        if self.metrics_url is not None:
+            log.info("metrics listener on %s", self.metrics_url)
 
     def stop(self) -> None:
         self._stop.set()
         self.store.close()  # wakes long-polls so worker threads finish promptly
         self.wsgi.stop()
+        if self.metrics_wsgi is not None:
+            self.metrics_wsgi.stop()
         for thread in self._threads:
             thread.join(timeout=10)
         self.watchdog.stop()
         log.info("api server stopped")
+
+
+def _metrics_app(metrics: ServerMetrics) -> Any:
+    """The separate listener's WSGI app: GET /metrics, nothing else."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ.get("PATH_INFO") != "/metrics" or environ.get("REQUEST_METHOD") != "GET":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"only GET /metrics is served here\n"]
+        body = metrics.exposition()
+        start_response(
+            "200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return app
 
 
 def run(config_path: Path) -> int:

@@ -8,6 +8,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
+from webapi.store.pollers import PollerSighting
 
 Kind = Literal["inputs", "results"]
 Accept = Callable[[Calc], bool]  # which queued calcs a poller can run
@@ -37,6 +38,7 @@ class ClaimTerms:
     lease_seconds: float | None = None  # None: the site's
     confirm_seconds: float | None = None  # None: the lease counts from the claim
     still_there: Callable[[], bool] = _always
+    agent: str | None = None  # the poller's User-Agent (its version), shown on the status page
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,29 @@ class NewCalcRequest:
     request_id: str | None = None
     held: bool = False  # stays registered until release() (see calcs.release)
     meta: dict[str, Any] | None = None
+
+
+class StoreEvents(Protocol):
+    """What a store tells its listeners (the server's metrics) as it happens."""
+
+    def claim_answered(self, site: str, seconds: float, claimed: Calc | None) -> None:
+        """A claim call ended after `seconds` (long-poll included), with a calc or empty."""
+
+    def lease_expired(self, site: str, requeued: bool) -> None:
+        """A lease ran out: the calc went back to the queue, or failed (attempts used up)."""
+
+    def requeued(self, site: str, cause: str) -> None:
+        """A calc went back to the queue for `cause`: "admin" or "unclaim" (lease expiries are
+        told by lease_expired)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCensus:
+    """What a metrics scrape reads from the store: calcs by (site, state) and, per site, when
+    its longest-waiting queued calc was queued."""
+
+    calcs: dict[tuple[str, str], int]
+    oldest_queued: dict[str, float]
 
 
 class JobStore(Protocol):
@@ -101,4 +126,7 @@ class JobStore(Protocol):
     def reap(self) -> int: ...
     def poller_seen(self, site: str) -> tuple[str, float] | None: ...
     def poller_users(self, site: str) -> dict[str, float]: ...
+    def poller_sightings(self, site: str) -> list[PollerSighting]: ...
+    def subscribe(self, events: StoreEvents) -> None: ...
+    def census(self) -> StoreCensus: ...
     def close(self) -> None: ...

@@ -5,11 +5,30 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from webapi.fs import read_yaml, write_yaml_atomic
 
 PERSIST_EVERY_S = 10.0
+AGENT_MAX = 120  # a User-Agent is outside data: keep only a short, printable prefix
+
+
+@dataclass(frozen=True, slots=True)
+class PollerSighting:
+    """One poller of a site as last seen: its id, its token's user, when, and its User-Agent."""
+
+    poller: str
+    user: str | None
+    seen: float
+    agent: str | None
+
+
+def _clean_agent(agent: str | None) -> str | None:
+    if agent is None:
+        return None
+    text = "".join(ch for ch in agent[:AGENT_MAX] if ch.isprintable())
+    return text or None
 
 
 class PollerRegistry:
@@ -19,6 +38,8 @@ class PollerRegistry:
         self._last: dict[str, tuple[str, float]] = {}
         self._users: dict[str, dict[str, float]] = {}
         self._written: dict[str, float] = {}
+        # Every poller each site has seen, by poller id (memory only: a hint for the status page).
+        self._sightings: dict[str, dict[str, PollerSighting]] = {}
         for path in root.glob("*.yaml"):
             with contextlib.suppress(Exception):  # a damaged file must not stop the server
                 doc = read_yaml(path)
@@ -26,9 +47,13 @@ class PollerRegistry:
                 users = doc.get("users") or {}
                 self._users[path.stem] = {str(u): float(t) for u, t in users.items()}
 
-    def note(self, site: str, poller: str, user: str | None) -> None:
+    def note(self, site: str, poller: str, user: str | None, agent: str | None = None) -> None:
         now = time.time()
         self._last[site] = (poller, now)
+        seen = self._sightings.setdefault(site, {})
+        before = seen.get(poller)
+        agent = _clean_agent(agent) or (before.agent if before is not None else None)
+        seen[poller] = PollerSighting(poller, user, now, agent)
         users = self._users.setdefault(site, {})
         new_user = user is not None and user not in users
         if user is not None:
@@ -46,3 +71,7 @@ class PollerRegistry:
     def users(self, site: str) -> dict[str, float]:
         """The users whose pollers have served `site`, with when each was last seen."""
         return dict(self._users.get(site, {}))
+
+    def sightings(self, site: str) -> list[PollerSighting]:
+        """The pollers seen for `site` since the server started, most recent first."""
+        return sorted(self._sightings.get(site, {}).values(), key=lambda s: -s.seen)

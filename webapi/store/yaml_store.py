@@ -31,10 +31,20 @@ from webapi.errors import (
     TooLarge,
 )
 from webapi.fs import FileLock, OwnerLock, read_yaml, write_yaml_atomic
-from webapi.store.base import Accept, ClaimTerms, Kind, NewCalcRequest, SitePolicy
+from webapi.store.base import (
+    Accept,
+    ClaimTerms,
+    Kind,
+    NewCalcRequest,
+    SitePolicy,
+    StoreCensus,
+    StoreEvents,
+)
+from webapi.store.census import Census, oldest_queued
 from webapi.store.files import FileTransfers
-from webapi.store.pollers import PollerRegistry
+from webapi.store.pollers import PollerRegistry, PollerSighting
 from webapi.store.repair import repair
+from webapi.store.retention import PurgeReport, RetentionRule, purge
 from webapi.store.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -42,6 +52,8 @@ FULL_SCAN_S = 600.0  # a full scan of running/ at most this often (see reap)
 DEFAULT_MIN_FREE = 64 << 20  # bytes kept free for calc records and logs whatever is reserved
 
 CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
+# libyaml's parser with the same safe constructors (PyYAML's pure-Python one is ~10x slower).
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlJobStore:
@@ -89,6 +101,11 @@ class YamlJobStore:
                 self.tracker.load(repair(self.root))
         self.pollers = PollerRegistry(self.root / "pollers")
         self.files = FileTransfers(self)
+        self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}
+        self._listing_lock = threading.Lock()
+        self._listeners: list[StoreEvents] = []
+        self._census = Census(self.root / "calcs")
+        self._census_lock = threading.Lock()
 
     @classmethod
     def beside_server(
@@ -118,6 +135,7 @@ class YamlJobStore:
         """Write calc.yaml atomically, then bring the indexes in line. Call under self.lock."""
         if old == new:
             return new
+        new = calcs.with_history(old, new)
         write_yaml_atomic(self.calc_dir(new.id) / "calc.yaml", new.to_record())
         was_q = old is not None and old.state is CalcState.QUEUED
         is_q = new.state is CalcState.QUEUED
@@ -154,7 +172,10 @@ class YamlJobStore:
             max_attempts = self._policy(calc.site).max_attempts
             new = calcs.expire_lease(calc, max_attempts=max_attempts, now=now)
             log.info("calc %s: lease expired → %s (%s)", calc.id, new.state, new.reason)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+            for listener in self._listeners:
+                listener.lease_expired(calc.site, new.state is CalcState.QUEUED)
+            return saved
         return calc
 
     def load(self, calc_id: str) -> Calc:
@@ -201,7 +222,7 @@ class YamlJobStore:
                 meta=req.meta,
             )
             self.calc_dir(calc.id).mkdir()
-            self.save(None, calc)
+            calc = self.save(None, calc)
             if req_file is not None:
                 req_file.parent.mkdir(parents=True, exist_ok=True)
                 req_file.write_text(calc.id)
@@ -215,13 +236,38 @@ class YamlJobStore:
                 calc = self.load(calc_id)
         return calc
 
+    def _listed(self, calc_id: str) -> Calc:
+        """A calc for a listing: parsed again only when its calc.yaml changed (every write
+        replaces the file, so its inode, size or mtime changes), with libyaml when present.
+        Listings (the status page reloads them every few seconds) then cost a stat per calc,
+        not a YAML parse; updates never use this cache, they read the file under the lock."""
+        path = self.calc_dir(calc_id) / "calc.yaml"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NotFound(f"no calc {calc_id!r}") from None
+        sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._listing_lock:
+            hit = self._listing.get(calc_id)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        with path.open("r", encoding="utf-8") as fh:
+            calc = Calc.from_record(yaml.load(fh, Loader=_FAST_LOADER))
+        with self._listing_lock:
+            self._listing[calc_id] = (sig, calc)
+        return calc
+
     def list_calcs(
         self, *, user: str | None, state: CalcState | None, site: str | None
     ) -> list[Calc]:
         out = []
-        for entry in sorted(os.listdir(self.root / "calcs")):
+        entries = sorted(os.listdir(self.root / "calcs"))
+        with self._listing_lock:
+            for gone in set(self._listing) - set(entries):
+                del self._listing[gone]
+        for entry in entries:
             try:
-                calc = self.read(entry)
+                calc = self._listed(entry)
             except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
                 continue
             if user is not None and calc.user != user:
@@ -242,7 +288,9 @@ class YamlJobStore:
             new = calcs.requeue(calc, now=time.time())
             shutil.rmtree(self.calc_dir(calc_id) / "results", ignore_errors=True)
             shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+        self._tell_requeued(calc.site, "admin")
+        return saved
 
     def release(self, calc_id: str) -> Calc:
         with self.lock():
@@ -281,6 +329,8 @@ class YamlJobStore:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
+            if not self.calc_dir(calc_id).exists():  # removed by retention since it was read
+                raise NotFound(f"no calc {calc_id!r} (removed)") from None
             raise Damaged(f"{kind[:-1]} {name!r} of calc {calc_id} is missing on disk") from None
         except OSError:
             raise BadRequest(f"{kind[:-1]} {name!r} cannot be opened (symbolic link?)") from None
@@ -309,6 +359,9 @@ class YamlJobStore:
 
     def poller_users(self, site: str) -> dict[str, float]:
         return self.pollers.users(site)
+
+    def poller_sightings(self, site: str) -> list[PollerSighting]:
+        return self.pollers.sightings(site)
 
     def _queued(self, site: str, user: str, accept: Accept | None) -> Calc | None:
         """The oldest queued calc of site/user that `accept`s; drops stale markers on the way."""
@@ -368,7 +421,16 @@ class YamlJobStore:
     ) -> Calc | None:
         """Claim the oldest queued calc of `user` for `site` that `terms.accept`s, waiting up to
         `wait` seconds; nothing is taken once `terms.still_there()` says the asker has gone."""
-        terms = terms or ClaimTerms()
+        started = time.monotonic()
+        calc = self._claim(site, user, poller, wait, terms or ClaimTerms())
+        seconds = time.monotonic() - started
+        for listener in self._listeners:
+            listener.claim_answered(site, seconds, calc)
+        return calc
+
+    def _claim(
+        self, site: str, user: str, poller: str, wait: float, terms: ClaimTerms
+    ) -> Calc | None:
         deadline = time.monotonic() + wait
         if time.time() - self._last_reap > 1.0:
             self.reap()
@@ -379,7 +441,7 @@ class YamlJobStore:
                 log.info("claim of poller %r for %s: the poller left; nothing taken", poller, site)
                 return None
             with self.lock():
-                self.pollers.note(site, poller, user)
+                self.pollers.note(site, poller, user, terms.agent)
                 calc = self._try_claim(site, user, poller, terms)
             if calc is not None:
                 return calc
@@ -418,7 +480,10 @@ class YamlJobStore:
             if new is not calc:
                 shutil.rmtree(self.calc_dir(calc_id) / "parts" / "results", ignore_errors=True)
                 log.info("calc %s: %s", calc_id, new.reason)
-            return self.save(calc, new)
+            saved = self.save(calc, new)
+        if new is not calc and new.state is CalcState.QUEUED:
+            self._tell_requeued(calc.site, "unclaim")
+        return saved
 
     def finish(
         self,
@@ -509,6 +574,27 @@ class YamlJobStore:
             log.info("calc %s: %s", calc_id, new.reason)
             changed += 1
         return changed
+
+    # -- listeners and metrics ----------------------------------------------------------------
+    def subscribe(self, events: StoreEvents) -> None:
+        """Tell `events` of claims, lease expiries and requeues from now on."""
+        self._listeners.append(events)
+
+    def _tell_requeued(self, site: str, cause: str) -> None:
+        for listener in self._listeners:
+            listener.requeued(site, cause)
+
+    def census(self) -> StoreCensus:
+        """Calcs by (site, state) and the oldest queued time per site, for a metrics scrape."""
+        with self._census_lock:  # two scrapes at once share one pass over the records
+            counts = self._census.count()
+        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"))
+
+    def purge(
+        self, rule_for: Callable[[str], RetentionRule], *, dry_run: bool = False
+    ) -> PurgeReport:
+        """Remove final calcs past their site's retention rule (see webapi.store.retention)."""
+        return purge(self, rule_for, dry_run=dry_run)
 
     def close(self) -> None:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""

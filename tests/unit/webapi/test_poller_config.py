@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from webapi.errors import ConfigError
-from webapi.poller.config import Retry, load_config, parse_config, parse_retry
+from webapi.poller.config import BatchPoll, Retry, load_config, parse_config, parse_retry
 
 GOOD = """
 site: site-a
@@ -36,6 +36,7 @@ def test_good_config(tmp_path: Path) -> None:
     assert cfg.commands["sample"].argv == ("/opt/site/bin/sample-program", "--quiet")
     assert cfg.commands["sample"].timeout == 3600
     assert cfg.commands["solver"].executor == "local"
+    assert cfg.batch_poll == BatchPoll(5.0, 60.0)  # the default pace of scheduler queries
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,9 @@ def test_good_config(tmp_path: Path) -> None:
         ({"commands": {"x": {"argv": ["/p"], "timeout": -1}}}, "timeout must be a number"),
         ({"retry": {"count": 0}}, "retry.count must be an integer >= 1"),
         ({"site": "../etc"}, "letters, digits"),
+        ({"batch_poll": 5}, "batch_poll must be {first: SECONDS, max: SECONDS}"),
+        ({"batch_poll": {"first": 10, "max": 5}}, "batch_poll.max must be > 0 and >= first"),
+        ({"batch_poll": {"first": -1}}, "batch_poll.first must be a number >= 0"),
     ],
 )
 def test_bad_config_says_why(change: dict[str, object], message: str) -> None:

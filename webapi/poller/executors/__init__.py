@@ -12,10 +12,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from webapi.fs import write_atomic
 from webapi.poller.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from webapi.poller.config import BatchPoll
 
 # Environment variables the poller may hold that a program must never see.
 _SECRET_PREFIXES = ("EXTCOMP_",)
@@ -90,8 +93,8 @@ def read_exit_file(path: Path) -> Outcome | None:
     return Outcome(int(data["exit_code"]), data.get("reason"))
 
 
-def make_executor(name: str) -> Executor:
-    """The executor for a command's `executor:` setting."""
+def make_executor(name: str, batch_poll: BatchPoll | None = None) -> Executor:
+    """The executor for a command's `executor:` setting; `batch_poll` paces scheduler queries."""
     if name == "local":
         from webapi.poller.executors.local import LocalExecutor
 
@@ -99,5 +102,5 @@ def make_executor(name: str) -> Executor:
     if name in ("slurm", "pbs"):
         from webapi.poller.executors.batch import BatchExecutor
 
-        return BatchExecutor(name)
+        return BatchExecutor(name, poll=batch_poll)
     raise ValueError(f"unknown executor {name!r}")

@@ -1,0 +1,110 @@
+"""A real poller process with the `slurm` executor, a real API server and a real Slurm cluster.
+
+The batch job id reaches the calc record (the poller's progress) and `extcomp-api calcs show`;
+a poller killed with -9 and started again re-attaches to the running job (one job, one run);
+a cancel from the workflow side reaches `scancel`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.slurm import SlurmCluster
+from tests.webapi.conftest import RunningServer
+from tests.webapi.test_e2e import wait_for
+from tests.webapi.test_poller import COUNTING, start_poller, write_config
+from webapi.cli import main as client_main
+from webapi.client.client import Client
+
+pytestmark = pytest.mark.slow
+BATCH = {"batch_poll": {"first": 0.2, "max": 1}}
+SLEEP = [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))"]
+
+
+@pytest.fixture
+def client(api_server: RunningServer) -> Iterator[Client]:
+    with Client(
+        api_server.url, api_server.tokens["alice"], ca_file=api_server.ca_file, poll_interval=0.2
+    ) as c:
+        yield c
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    # The poller (a child process) reaches the test cluster through SLURM_CONF.
+    monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
+    return slurm_cluster
+
+
+def _job_id(client: Client, calc_id: str) -> str:
+    progress = client.show(calc_id).progress or ""
+    return progress.split("as slurm job ")[1].split()[0] if "as slurm job " in progress else ""
+
+
+def test_kill9_of_the_poller_reattaches_to_the_batch_job(
+    api_server: RunningServer,
+    client: Client,
+    slurm_env: SlurmCluster,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    counter = tmp_path / "runs.txt"
+    commands = {"sample": {"argv": COUNTING, "executor": "slurm"}}
+    config = write_config(api_server, tmp_path, commands=commands, **BATCH)
+    log = tmp_path / "poller.log"
+    first = start_poller(config, log=log)
+    calc = client.submit("site-a", "sample", [str(counter), "4"], [])
+    wait_for(lambda: counter.exists(), 30)  # the job runs
+    wait_for(lambda: bool(_job_id(client, calc.id)), 10)
+    job_id = _job_id(client, calc.id)
+    assert slurm_env.job(job_id)["JobName"] == f"extcomp-{calc.id}"[:60]
+
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert slurm_env.job(job_id)["JobState"] == "RUNNING"  # the job outlives the poller
+    second = start_poller(config, "--once", log=log)
+    assert second.wait(timeout=60) == 0, log.read_text()
+    final = client.wait(calc.id, timeout=20)
+    assert final.state == "succeeded", (final, log.read_text())
+    assert counter.read_text() == "run\n"
+    assert slurm_env.jobs_named(f"extcomp-{calc.id}"[:60]) == [job_id]
+    assert "out.txt" in [r.name for r in final.results]
+
+    # The job id stays in the calc record: `calcs show` tells the site which job to look at.
+    code = client_main(
+        [
+            "calcs",
+            "show",
+            calc.id,
+            "--url",
+            api_server.url,
+            "--ca-file",
+            str(api_server.ca_file),
+            "--token-file",
+            str(tmp_path / "token"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and f"as slurm job {job_id}" in out, out
+
+
+def test_a_cancel_from_the_workflow_side_reaches_scancel(
+    api_server: RunningServer, client: Client, slurm_env: SlurmCluster, tmp_path: Path
+) -> None:
+    commands = {"sleep": {"argv": SLEEP, "executor": "slurm"}}
+    config = write_config(api_server, tmp_path, commands=commands, **BATCH)
+    log = tmp_path / "poller.log"
+    poller = start_poller(config, "--once", log=log)
+    calc = client.submit("site-a", "sleep", ["120"], [])
+    wait_for(lambda: bool(_job_id(client, calc.id)), 30)
+    job_id = _job_id(client, calc.id)
+    wait_for(lambda: slurm_env.job(job_id)["JobState"] == "RUNNING", 30)
+    client.cancel(calc.id)
+    assert poller.wait(timeout=60) == 0, log.read_text()
+    assert slurm_env.job(job_id)["JobState"] == "CANCELLED"
+    assert client.show(calc.id).state == "cancelled"
