@@ -109,11 +109,14 @@ def test_missing_input_is_a_usage_error_before_connecting(
 
 
 def helper_0_1(dest: Path) -> None:
-    """extcomp-remote as far as 0.1 differs here: without the `purge` verb."""
+    """extcomp-remote as far as 0.1 differs here: without the `purge` (and `sweep`) verbs."""
     text = resources.helper_script().read_text()
-    assert text.count('"kill", "purge", "clean")') == 2
+    verbs = '"kill", "purge", "clean", "sweep")'  # VERBS
+    parsers = '"kill", "purge", "clean")'  # the verbs that take a work id
+    assert text.count(verbs) == 1 and text.count(parsers) == 1
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(text.replace('"kill", "purge", "clean")', '"kill", "clean")'))
+    old = text.replace(verbs, '"kill", "clean")').replace(parsers, '"kill", "clean")')
+    dest.write_text(old)
     dest.chmod(0o755)
 
 

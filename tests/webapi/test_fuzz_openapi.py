@@ -181,7 +181,8 @@ class Aim:
 
 def _headers(server: RunningServer, case: Any) -> dict[str, str]:
     path = case.operation.path
-    user = "admin" if path.startswith("/api/v1/admin/") or path == "/api/v1/sites" else "alice"
+    admin_only = path.startswith("/api/v1/admin/") or path in ("/api/v1/sites", "/metrics")
+    user = "admin" if admin_only else "alice"
     return server.headers(user)
 
 
