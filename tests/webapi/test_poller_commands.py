@@ -17,7 +17,7 @@ from tests.webapi.statushelp import Pages
 from tests.webapi.test_e2e import wait_for
 from tests.webapi.test_poller import start_poller, write_config
 from webapi.client.client import Client
-from webapi.contract.calc import MAX_POLLER_COMMANDS
+from webapi.contract.calc import MAX_POLLER_COMMANDS, ClaimRequest
 
 NOT_LISTED = "command sleep is not on the list of any poller seen in the last 2 min"
 
@@ -107,3 +107,13 @@ def test_the_real_poller_sends_its_commands(api_server: RunningServer, tmp_path:
     finally:
         poller.send_signal(signal.SIGTERM)
         poller.wait(timeout=20)
+
+
+def test_claim_request_round_trip_keeps_commands_or_their_absence() -> None:
+    listed = ClaimRequest("p1", 5.0, confirm=True, commands=("sample", "/opt/mi/bin/run.sh"))
+    assert ClaimRequest.from_json(listed.to_json(), "x") == listed
+    unlisted = ClaimRequest("p1", 5.0)
+    assert "commands" not in unlisted.to_json()
+    assert ClaimRequest.from_json(unlisted.to_json(), "x").commands is None
+    # Duplicates collapse, order kept.
+    assert ClaimRequest.from_json({"commands": ["b", "a", "b"]}, "x").commands == ("b", "a")
