@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NoReturn
 
-from webapi.contract.names import check_name
+from webapi.contract.names import COMMAND_RE, check_name
 from webapi.contract.timefmt import format_ts, parse_ts
 from webapi.errors import BadRequest, MalformedAnswer
 
@@ -26,6 +26,7 @@ MAX_ARGS = 1000
 MAX_ARG_CHARS = 4096
 MAX_PROGRESS = 1000
 MAX_REASON = 4000
+MAX_POLLER_COMMANDS = 1000  # a claim's `commands` list; a poller with more sends none (any calc)
 DEFAULT_WAIT = 50
 
 
@@ -335,11 +336,17 @@ class ClaimRequest:
     poller: str
     wait: float = DEFAULT_WAIT
     confirm: bool = False
+    # The command names the poller runs: it is handed only calcs of these. None (older pollers):
+    # any calc of the site.
+    commands: tuple[str, ...] | None = None
 
-    KEYS = frozenset({"poller", "wait", "confirm"})
+    KEYS = frozenset({"poller", "wait", "confirm", "commands"})
 
     def to_json(self) -> dict[str, Any]:
-        return {"poller": self.poller, "wait": self.wait, "confirm": self.confirm}
+        body: dict[str, Any] = {"poller": self.poller, "wait": self.wait, "confirm": self.confirm}
+        if self.commands is not None:
+            body["commands"] = list(self.commands)
+        return body
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], default_poller: str) -> ClaimRequest:
@@ -357,7 +364,25 @@ class ClaimRequest:
         confirm = raw.get("confirm", False)
         if not isinstance(confirm, bool):
             raise BadRequest("'confirm' must be true or false")
-        return cls(poller, float(wait), confirm)
+        return cls(poller, float(wait), confirm, _claim_commands(raw.get("commands")))
+
+
+def _claim_commands(raw: Any) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) > MAX_POLLER_COMMANDS:
+        raise BadRequest(
+            f"'commands' must be a list of at most {MAX_POLLER_COMMANDS} command names"
+            " (or left out to take any calc)"
+        )
+    for name in raw:
+        if not isinstance(name, str) or not COMMAND_RE.match(name):
+            shown = repr(name)[:80]
+            raise BadRequest(
+                f"'commands' has a bad command name {shown}: use letters, digits and"
+                " '._+/=,:@%~-' (at most 255 characters)"
+            )
+    return tuple(dict.fromkeys(raw))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
-"""Names that cross the wire: file names (checked, and mapped safely under a directory) and site
-names."""
+"""Names that cross the wire: file names (checked, and mapped safely under a directory), site
+names and command names."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from webapi.errors import BadRequest
 
 # Site names travel in URL paths and become directory names in the store: keep them boring.
 SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Commands are names compared exactly, never run by the server; '/' and a few more characters are
+# allowed because the original ini lists commands as paths (e.g. /opt/mi/bin/run.sh).
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9._+/=,:@%~-]{0,254}$")
 MAX_PART_BYTES = 255
 MAX_NAME_BYTES = 4096
 # ASCII letters, digits and . _ + - ; any non-ASCII letter is allowed too (Japanese file names).

@@ -15,6 +15,7 @@ from webapi.contract.calc import (
     LEASE_ID_RE,
     MAX_ARG_CHARS,
     MAX_ARGS,
+    MAX_POLLER_COMMANDS,
     MAX_PROGRESS,
     MAX_REASON,
     POLLER_RE,
@@ -26,7 +27,7 @@ from webapi.contract.calc import (
     Registration,
     Unclaim,
 )
-from webapi.contract.names import MAX_NAME_BYTES, MAX_PART_BYTES, SITE_RE
+from webapi.contract.names import COMMAND_RE, MAX_NAME_BYTES, MAX_PART_BYTES, SITE_RE
 
 Schema = dict[str, Any]
 
@@ -135,6 +136,13 @@ CLAIM = _obj(
         "poller": {"type": "string", "pattern": pattern(POLLER_RE)},
         "wait": {"type": "number", "minimum": 0},
         "confirm": {"type": "boolean"},
+        "commands": _nullable(
+            {
+                "type": "array",
+                "maxItems": MAX_POLLER_COMMANDS,
+                "items": {"type": "string", "pattern": pattern(COMMAND_RE)},
+            }
+        ),
     },
     closed=False,
 )

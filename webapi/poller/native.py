@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from webapi.contract.calc import (
+    MAX_POLLER_COMMANDS,
     MAX_REASON,
     ClaimRequest,
     FileEntry,
@@ -15,7 +16,7 @@ from webapi.contract.calc import (
     Heartbeat,
     Unclaim,
 )
-from webapi.contract.names import safe_join, sha256_file
+from webapi.contract.names import COMMAND_RE, safe_join, sha256_file
 from webapi.errors import (
     ApiError,
     ChecksumMismatch,
@@ -67,11 +68,23 @@ class NativeAdapter:
     def close(self) -> None:
         self.api.close()
 
+    @property
+    def _commands(self) -> tuple[str, ...] | None:
+        """The command names sent with each claim, so the server hands only calcs this poller
+        runs; None (take any) when a name cannot be said in the contract or there are too many,
+        since a partial list would strand calcs."""
+        names = tuple(sorted(self.config.commands))
+        if len(names) > MAX_POLLER_COMMANDS or not all(COMMAND_RE.match(n) for n in names):
+            return None
+        return names
+
     def claim(self) -> CalcRecord | None:
         """Long-poll for one queued calc of this site."""
         try:
             grant = self.api.claim(
-                ClaimRequest(self.poller_id, self.config.claim_wait, confirm=True)
+                ClaimRequest(
+                    self.poller_id, self.config.claim_wait, confirm=True, commands=self._commands
+                )
             )
         except (Unauthorized, Forbidden) as exc:
             raise ServerRefused(f"the token was refused: {exc.message}") from None

@@ -41,6 +41,20 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _no_poller_lists(deps: Deps, calc: Calc, absent_seconds: float) -> str | None:
+    """Why a calc waits when live pollers exist but every one listed its commands, none `calc`'s
+    (a poller that did not list them may take any calc: then None)."""
+    now = time.time()
+    live = [s for s in deps.store.poller_sightings(calc.site) if now - s.seen <= absent_seconds]
+    if not live or any(s.commands is None or calc.command in s.commands for s in live):
+        return None
+    names = ", ".join(sorted(s.poller for s in live))
+    return (
+        f"command {calc.command} is not on the list of any poller seen in the last"
+        f" {_ago(absent_seconds)} (pollers: {names})"
+    )
+
+
 def render_calc(deps: Deps, calc: Calc) -> dict[str, Any]:
     """The contract's calc object; a queued calc's reason says why it waits."""
     view = calc.view()
@@ -54,7 +68,9 @@ def render_calc(deps: Deps, calc: Calc) -> dict[str, Any]:
             if ago > conf.poller_absent_seconds:
                 why = f"no poller seen for site {calc.site} for {_ago(ago)}"
             else:
-                why = f"waiting for a poller of site {calc.site} (last seen {_ago(ago)} ago)"
+                why = _no_poller_lists(deps, calc, conf.poller_absent_seconds) or (
+                    f"waiting for a poller of site {calc.site} (last seen {_ago(ago)} ago)"
+                )
         view = replace(view, reason=f"{calc.reason}; {why}" if calc.reason else why)
     return view.to_json()
 

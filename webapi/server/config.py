@@ -7,24 +7,19 @@ import difflib
 import ipaddress
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webapi.contract.names import SITE_RE
+from webapi.contract.names import COMMAND_RE, SITE_RE
 from webapi.errors import ConfigError
 from webapi.fs import load_yaml_config
 from webapi.store.base import SitePolicy
 from webapi.store.retention import RetentionRule
 
 log = logging.getLogger(__name__)
-
-# Commands are names compared exactly, never run by the server; '/' and a few more characters are
-# allowed because the original ini lists commands as paths (e.g. /opt/mi/bin/run.sh).
-COMMAND_RE = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9._+/=,:@%~-]{0,254}$")
 
 
 @dataclass(frozen=True, slots=True)

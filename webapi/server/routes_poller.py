@@ -63,6 +63,7 @@ def register_poller_routes(app: bottle.Bottle, deps: Deps, render: Render) -> No
             confirm_seconds=conf.claim_confirm_seconds if req.confirm else None,
             still_there=peer_alive(bottle.request.environ),
             agent=header("User-Agent"),
+            commands=req.commands,
         )
         try:
             calc = store.claim(site=site, user=p.user, poller=req.poller, wait=wait, terms=terms)

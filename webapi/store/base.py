@@ -39,6 +39,15 @@ class ClaimTerms:
     confirm_seconds: float | None = None  # None: the lease counts from the claim
     still_there: Callable[[], bool] = _always
     agent: str | None = None  # the poller's User-Agent (its version), shown on the status page
+    # The command names the poller runs (None: it did not say; any calc fits). Recorded in its
+    # sighting so a queued calc can say no live poller runs its command.
+    commands: tuple[str, ...] | None = None
+
+    def fits(self, calc: Calc) -> bool:
+        """Whether the poller may be handed `calc`: on its command list, and `accept`ed."""
+        if self.commands is not None and calc.command not in self.commands:
+            return False
+        return self.accept is None or self.accept(calc)
 
 
 @dataclass(frozen=True, slots=True)

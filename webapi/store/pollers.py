@@ -16,12 +16,21 @@ AGENT_MAX = 120  # a User-Agent is outside data: keep only a short, printable pr
 
 @dataclass(frozen=True, slots=True)
 class PollerSighting:
-    """One poller of a site as last seen: its id, its token's user, when, and its User-Agent."""
+    """One poller of a site as last seen: its id, its token's user, when, its User-Agent, and the
+    command names its last claim listed (None: it did not say, so it takes any calc)."""
 
     poller: str
     user: str | None
     seen: float
     agent: str | None
+    commands: tuple[str, ...] | None = None
+
+
+class Keep:
+    """The `commands` default of `note`: keep the list the poller's last claim gave."""
+
+
+KEEP = Keep()
 
 
 def _clean_agent(agent: str | None) -> str | None:
@@ -47,13 +56,23 @@ class PollerRegistry:
                 users = doc.get("users") or {}
                 self._users[path.stem] = {str(u): float(t) for u, t in users.items()}
 
-    def note(self, site: str, poller: str, user: str | None, agent: str | None = None) -> None:
+    def note(
+        self,
+        site: str,
+        poller: str,
+        user: str | None,
+        agent: str | None = None,
+        commands: tuple[str, ...] | Keep | None = KEEP,
+    ) -> None:
+        """Record a sign of life; `commands` comes with a claim (heartbeats keep the last list)."""
         now = time.time()
         self._last[site] = (poller, now)
         seen = self._sightings.setdefault(site, {})
         before = seen.get(poller)
         agent = _clean_agent(agent) or (before.agent if before is not None else None)
-        seen[poller] = PollerSighting(poller, user, now, agent)
+        if isinstance(commands, Keep):
+            commands = before.commands if before is not None else None
+        seen[poller] = PollerSighting(poller, user, now, agent, commands)
         users = self._users.setdefault(site, {})
         new_user = user is not None and user not in users
         if user is not None:

@@ -395,7 +395,7 @@ class YamlJobStore:
             return self._queued(site, user, accept)
 
     def _try_claim(self, site: str, user: str, poller: str, terms: ClaimTerms) -> Calc | None:
-        calc = self._queued(site, user, terms.accept)
+        calc = self._queued(site, user, terms.fits)
         if calc is None:
             return None
         now = time.time()
@@ -441,7 +441,7 @@ class YamlJobStore:
                 log.info("claim of poller %r for %s: the poller left; nothing taken", poller, site)
                 return None
             with self.lock():
-                self.pollers.note(site, poller, user, terms.agent)
+                self.pollers.note(site, poller, user, terms.agent, terms.commands)
                 calc = self._try_claim(site, user, poller, terms)
             if calc is not None:
                 return calc
