@@ -19,7 +19,16 @@ from webapi.calcs import Calc
 from webapi.contract.calc import CALC_ID_RE, CalcState
 from webapi.errors import ApiError, BadRequest, Forbidden, NotFound, Unauthorized
 from webapi.fs import disk_full
-from webapi.server.routing import Deps, body_done, content_length, guard_body, printable
+from webapi.server.routing import (
+    Deps,
+    body_done,
+    content_length,
+    drain_chunked,
+    drain_known,
+    guard_body,
+    is_chunked,
+    printable,
+)
 from webapi.server.status import views
 from webapi.server.status.sessions import Session, SessionStore, csrf_ok
 
@@ -109,10 +118,12 @@ def read_form() -> dict[str, str]:
     """A url-encoded form body, bounded in size and fields; read by us, not by Bottle."""
     env = bottle.request.environ
     kind = env.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    # Refusals before the read leave the body's deadline armed: the handler drains the body
+    # under it, so a client that declares more than it sends cannot hold the thread.
+    length = content_length(env, MAX_FORM_BYTES)
+    if length and kind != "application/x-www-form-urlencoded":
+        raise BadRequest("send the form as application/x-www-form-urlencoded")
     try:
-        length = content_length(env, MAX_FORM_BYTES)
-        if length and kind != "application/x-www-form-urlencoded":
-            raise BadRequest("send the form as application/x-www-form-urlencoded")
         raw = env["wsgi.input"].read(length) if length else b""
     finally:
         body_done(env)
@@ -161,9 +172,10 @@ def register_status_routes(
                 except ApiError as exc:
                     status = exc.status
                     out = render_page("error.tpl", session=session, message=str(exc))
-                    if exc.status == 413:
-                        # The unread body would be taken for the next request on this
-                        # keep-alive connection.
+                    if not (drain_chunked() if is_chunked() else drain_known(env)):
+                        # Read and drop a refused body (as the API does), so the browser, still
+                        # sending, gets this answer and not a reset; a body too big for that
+                        # would be taken for the next request: end the connection instead.
                         bottle.response.set_header("Connection", "close")
                 except OSError as exc:
                     full = disk_full(exc)
