@@ -27,40 +27,14 @@ def group_of(nodeid: str) -> str:
     return parts[1] if len(parts) > 2 and parts[1] in _ONE_WORKER_DIRS else path
 
 
-# The longest groups start first, each on a worker of its own, so that none of them is left to
-# run alone at the end (the --durations list of a CI run shows which they are).
-_LONGEST_FIRST = (
-    "lab",
-    "tests/ansible/test_webapi_setup.py",
-    "tests/ansible/test_ssh_setup.py",
-    "tests/webapi/test_batch_schedulers.py",
-    "tests/webapi/test_fuzz_openapi.py",
-)
-
-
-def _rank(nodeid: str) -> int:
-    group = group_of(nodeid)
-    return _LONGEST_FIRST.index(group) if group in _LONGEST_FIRST else len(_LONGEST_FIRST)
-
-
 # pytest-xdist's own `xdist_group` cannot be used: it renames node ids, which pytest 9 ignores.
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):
-        def __init__(self, config: pytest.Config, log: object) -> None:
-            super().__init__(config, log)
-            config.option.loadscopereorder = False  # our order, not the number of tests
-
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
-
-        def schedule(self) -> None:
-            if self.collection is None:  # the first call: order every worker's list alike
-                for node, items in self.registered_collections.items():
-                    self.registered_collections[node] = sorted(items, key=_rank)
-            super().schedule()
 
     return GroupScheduling(config, log)
 
