@@ -141,18 +141,18 @@ def test_cli_failure_shows_reason_and_stderr_tail(
     assert not (tmp_path / "res.partial").exists()
 
 
-def test_poller_allow_list_refusal(
+def test_a_command_off_the_pollers_allow_list_is_never_handed_to_it(
     api_server: RunningServer, client: Client, tmp_path: Path
 ) -> None:
-    # The server allows `sleep` on site-a; this poller does not.
-    poller = PollerThread(poller_config(api_server, tmp_path)).start()
+    # The server allows `sleep` on site-a; this poller does not, and its claim names what it runs:
+    # the calc stays queued and says why, instead of being claimed and refused.
     calc = client.submit("site-a", "sleep", ["1"], [])
-    final = client.wait(calc.id)
-    assert poller.join() == 0
-    assert final.state == "failed"
-    assert final.reason is not None and final.reason.startswith("refused by the poller")
-    assert "'sleep' is not on its allow-list" in final.reason
-    assert not (tmp_path / "work" / calc.id / "work" / "extcomp-stdout.log").exists()
+    poller = PollerThread(poller_config(api_server, tmp_path)).start()
+    assert poller.join() == 0  # one claim (2 s), nothing handed over
+    shown = client.show(calc.id)
+    assert shown.state == "queued"
+    assert shown.reason is not None and "command sleep is not on the list" in shown.reason
+    assert not (tmp_path / "work" / calc.id).exists()
 
 
 def test_cancel_reaches_running_program(
