@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -63,6 +64,26 @@ def test_lifecycle_and_idempotence(host: tuple[Path, Path]) -> None:
     assert (done["state"], done["rc"]) == ("exited", 4)
     assert answer(helper(host, "clean", work))["removed"] is True
     assert answer(helper(host, "clean", work))["removed"] is False
+
+
+def test_a_killed_supervisor_not_yet_reaped_counts_as_lost(host: tuple[Path, Path]) -> None:
+    """A SIGKILLed supervisor is a zombie until its parent reaps it: `status` must say "lost" at
+    once (a batch step's `run` re-attaches only to a lost one), not "running"."""
+    work = str(uuid.uuid4())
+    made = answer(helper(host, "mkdir", work))
+    zombie = os.fork()
+    if zombie == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not become a zombie"
+            time.sleep(0.01)
+        started = {"pid": zombie, "supervisor": zombie, "started": time.time(), "ident": None}
+        (Path(str(made["dir"])) / ".extcomp" / "started.json").write_text(json.dumps(started))
+        assert answer(helper(host, "status", work))["state"] == "lost"
+    finally:
+        os.waitpid(zombie, 0)
 
 
 def test_timeout_kills_the_program_group(host: tuple[Path, Path]) -> None:
