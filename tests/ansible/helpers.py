@@ -220,3 +220,24 @@ def world_readable_tmpdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
+
+
+def vault_poller_token(password_file: Path, token: str, env: dict[str, str] | None = None) -> str:
+    """The poller's token as docs/setup.md step 4 has the operator vault it: the YAML of
+    `ansible-vault encrypt_string --name vault_poller_host_token`, for group_vars/pollers.yml."""
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-vault"),
+            "encrypt_string",
+            "--vault-password-file",
+            str(password_file),
+            "--name",
+            "vault_poller_host_token",
+            token,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return done.stdout

@@ -14,7 +14,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from tests.ansible.helpers import (
     remove_account,
     run_playbook,
     throwaway_account,
+    vault_poller_token,
     world_readable_tmpdir,
 )
 from tests.fixtures.sshd import free_port, start_sshd, stop_sshd
@@ -152,22 +152,9 @@ def _vault_group_vars(inventory_dir: Path, password_file: Path, token: str) -> N
     """group_vars/pollers.yml as docs/setup.md has the operator write it."""
     group_vars = inventory_dir / "group_vars"
     group_vars.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-vault"),
-            "encrypt_string",
-            "--vault-password-file",
-            str(password_file),
-            "--name",
-            "vault_poller_host_token",
-            token,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     (group_vars / "pollers.yml").write_text(
-        'poller_host_token: "{{ vault_poller_host_token }}"\n' + done.stdout
+        'poller_host_token: "{{ vault_poller_host_token }}"\n'
+        + vault_poller_token(password_file, token)
     )
 
 

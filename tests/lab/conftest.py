@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ansible.helpers import vault_poller_token
 from tests.fixtures.lab import (
     REPO,
-    VENV_BIN,
     Lab,
     LabHost,
     Play,
@@ -298,23 +298,9 @@ def _documented_edits(site: Site) -> None:
 
 def _vault_token(site: Site, token: str) -> None:
     """docs/setup.md §4: the token from a vault (encrypt_string --name vault_poller_host_token)."""
-    done = subprocess.run(
-        [
-            str(VENV_BIN / "ansible-vault"),
-            "encrypt_string",
-            "--vault-password-file",
-            str(site.vault_pass),
-            "--name",
-            "vault_poller_host_token",
-            token,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=controller_env(site.lab),
-    )
+    vaulted = vault_poller_token(site.vault_pass, token, env=controller_env(site.lab))
     with (site.inventory / "group_vars" / "pollers.yml").open("a") as f:
-        f.write(done.stdout)
+        f.write(vaulted)
 
 
 def _diff(a: Path, b: Path) -> str:
