@@ -10,15 +10,19 @@ body the server answered is one the document declares.
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import itertools
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import requests
 import schemathesis
@@ -34,7 +38,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.webapi.conftest import RunningServer
-from webapi.contract.openapi import openapi_document
 
 pytestmark = pytest.mark.slow
 
@@ -131,8 +134,15 @@ def fuzz_server(make_api_server: Callable[..., RunningServer]) -> Iterator[Runni
     yield make_api_server(claim_wait_max=0, lease_seconds=600, heartbeat_seconds=60)
 
 
+def _served(server: RunningServer) -> dict[str, Any]:
+    """The document as the server serves it (the original protocol's bodies merged in)."""
+    resp = requests.get(f"{server.url}/api/v1/openapi.json", verify=str(server.ca_file), timeout=30)
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
 def _schema(server: RunningServer) -> Any:
-    schema = schemathesis.openapi.from_dict(openapi_document())
+    schema = schemathesis.openapi.from_dict(_served(server))
     schema.config.update(base_url=server.url)
     return schema
 
@@ -177,6 +187,13 @@ class Aim:
             body.update(site="site-a", command="sample")
         elif path == "/api/v1/login" and body is not None and turn % 2:
             body.update(user="alice", password=self.calcs.server.passwords["alice"])
+        elif path.startswith("/mi-distcomp-api/") and body is not None and turn % 2:
+            # Past "unknown site" to the parsers' deeper checks (types, files, names).
+            info = body.get("calc-info")
+            if isinstance(info, dict):
+                info.update({"command": "sample", "remote-site": "site-a"})
+            elif "site_id" in body:
+                body["site_id"] = "site-a"
 
 
 def _headers(server: RunningServer, case: Any) -> dict[str, str]:
@@ -195,6 +212,28 @@ def _run(case: Any, server: RunningServer, failures: list[str], seen: set[tuple[
         failures.append(f"{case.operation.label}: {type(exc).__name__}: {str(exc)[:2000]}")
     if response is not None:
         seen.add((case.operation.label, response.status_code))
+        failures += _mint_disagreement(case, response)
+
+
+def _mint_disagreement(case: Any, response: requests.Response) -> list[str]:
+    """An original-protocol body the schema accepts must pass its parser (no 400 "bad_request"),
+    and one it refuses must not be taken (no 2xx)."""
+    if case.method != "POST" or "/mi-distcomp-api/" not in case.operation.path:
+        return []
+    if not isinstance(case.body, dict):
+        return []  # not a JSON object at all: the envelope's own checks (415, 400)
+    body_schema = case.operation.definition.raw["requestBody"]["content"]["application/json"]
+    valid = jsonschema.Draft202012Validator(body_schema["schema"]).is_valid(case.body)
+    try:
+        error = response.json()["errors"][0].get("error")
+    except (ValueError, KeyError, IndexError, TypeError):
+        error = None
+    refused = response.status_code == 400 and error == "bad_request"
+    if valid and refused:
+        return [f"{case.operation.label}: a valid body was refused: {response.text[:300]}"]
+    if not valid and response.status_code < 300:
+        return [f"{case.operation.label}: an invalid body was taken: {case.body!r}"[:400]]
+    return []
 
 
 def test_every_operation_conforms(fuzz_server: RunningServer) -> None:
@@ -222,8 +261,9 @@ def test_every_operation_conforms(fuzz_server: RunningServer) -> None:
                 assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
     assert ran > 20 * 30, "the fuzzer sent far fewer requests than it should"
     # The real ids reached the calc routes: each of our operations answered a success at least
-    # once, and each original-protocol call got past authentication (its bodies are fuzzed in
-    # test_mint_hostile.py; random ones are refused here as they should be).
+    # once, and each original-protocol call got past authentication (its bodies are fuzzed
+    # against their schemas here, and checked against their parsers below and in
+    # test_mint_hostile.py).
     labels = {r.ok().label for r in schema.get_all_operations()}
     ok = {label for label, status in seen if status < 300}
     past_auth = {label for label, status in seen if status != 403}
@@ -303,3 +343,109 @@ def test_coverage_phase_edge_cases(fuzz_server: RunningServer, tmp_path: Path) -
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "errored" not in run.stdout, run.stdout[-3000:]
+
+
+# -- the original protocol's parsers against their schemas ---------------------------------------
+# One valid body per call; the test then mutates every member (removed, and replaced by values of
+# every JSON type and a few bad strings) and asks the real server. A body the schema accepts must
+# get past the parser (any answer but 400 "bad_request"; an unknown calc is a 404 after parsing),
+# a body it refuses must be refused by the parser (400 "bad_request"). result_files comes first
+# in send-results so that its shape is judged before the (unknown) calc is looked up.
+_B64 = base64.b64encode(b"input\n").decode()
+_ID = str(uuid.UUID(int=7))
+_VALID: dict[str, dict[str, Any]] = {
+    "add-calcinfo": {
+        "calc-info": {
+            "command": "sample",
+            "remote-site": "site-a",
+            "parameters": "-n 1",
+            "parameter_files": {"in.txt": [_B64, "text/plain", "utf-8"]},
+            "result_files": {"out.txt": {"content": "", "mimetype1": "", "mimetype2": ""}},
+        }
+    },
+    "allow-wait-calc": {"accept_id": _ID},
+    "cancel-wait-calc": {"accept_id": _ID, "delete": "force"},
+    "calc-params-complete": {"accept_id": _ID, "site_id": "site-a"},
+    "calc-start": {"accept_id": _ID, "site_id": "site-a"},
+    "calc-end": {"accept_id": _ID, "site_id": "site-a", "result": "abnormal"},
+    "send-results": {
+        "result_files": {"out.txt": {"content": _B64, "mimetype1": "text/plain", "mimetype2": ""}},
+        "accept_id": _ID,
+        "site_id": "site-a",
+    },
+    "end-send": {"accept_id": _ID, "site_id": "site-a"},
+}
+_PROBES: tuple[Any, ...] = (None, True, 7, 1.5, "", "x", "a/b", "..", "QQ=", [], ["x"], {})
+
+
+def _mutants(doc: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """(what changed, the changed document) for every member and item of `doc`, recursively."""
+    members = doc.items() if isinstance(doc, dict) else enumerate(doc)
+    for key, value in list(members):
+        where = "/".join(map(str, (*path, key)))
+        if isinstance(doc, dict):
+            yield f"without {where}", _with(doc, key, _DROP)
+        for probe in _PROBES:
+            if probe != value:
+                yield f"{where} = {probe!r}", _with(doc, key, probe)
+        if isinstance(value, dict | list) and value:
+            for what, changed in _mutants(value, (*path, key)):
+                yield what, _with(doc, key, changed)
+
+
+_DROP = object()
+
+
+def _with(doc: Any, key: Any, value: Any) -> Any:
+    out = copy.deepcopy(doc)
+    if value is _DROP:
+        del out[key]
+    else:
+        out[key] = value
+    return out
+
+
+def disagreements(
+    server: RunningServer, document: dict[str, Any], calls: tuple[str, ...] = tuple(_VALID)
+) -> list[str]:
+    """Where the served parsers and `document`'s request schemas disagree, one line each."""
+    found = []
+    for call in calls:
+        valid = _VALID[call]
+        path = f"/mi-distcomp-api/{call}"
+        schema = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        checker = jsonschema.Draft202012Validator(schema["schema"])
+        assert checker.is_valid(valid), f"{call}: the test's valid body is not valid"
+        for what, body in [("as valid", valid), *_mutants(valid)]:
+            resp = requests.post(
+                server.url + path,
+                json=body,
+                headers=server.headers("alice"),
+                verify=str(server.ca_file),
+                timeout=30,
+            )
+            errors = resp.json()["errors"]
+            refused = resp.status_code == 400 and errors[0].get("error") == "bad_request"
+            if checker.is_valid(body) == refused:
+                says = "refuses" if refused else "accepts"
+                found.append(f"{call} {what}: the parser {says} it ({resp.status_code} {errors})")
+    return found
+
+
+def test_mint_parsers_agree_with_their_schemas(fuzz_server: RunningServer) -> None:
+    document = _served(fuzz_server)
+    found = disagreements(fuzz_server, document)
+    assert not found, f"{len(found)} disagreements:\n" + "\n".join(found[:30])
+
+
+def test_a_schema_that_drifts_from_its_parser_is_caught(fuzz_server: RunningServer) -> None:
+    """The check above can fail: a required member dropped from a schema (still required by the
+    parser), and an enumeration value the parser does not take."""
+    document = _served(fuzz_server)
+    calc_end = document["paths"]["/mi-distcomp-api/calc-end"]["post"]["requestBody"]
+    body = calc_end["content"]["application/json"]["schema"]
+    body["required"].remove("site_id")
+    body["properties"]["result"]["enum"].append("x")
+    found = disagreements(fuzz_server, document, ("calc-end",))
+    assert any("calc-end without site_id: the parser refuses" in line for line in found), found
+    assert any("calc-end result = 'x': the parser refuses" in line for line in found), found

@@ -180,7 +180,8 @@ def test_results_for_a_calc_not_taken(env: MintEnv) -> None:
     poller = env.poller()
     before = snapshot(env.server.data_dir)
     for name, body in (
-        ("send-results", {"result_files": {}}),
+        # A well-formed body: a malformed one is refused first for its shape (400).
+        ("send-results", {"result_files": {"out.txt": {"content": "", "mimetype1": ""}}}),
         ("calc-start", {}),
         ("calc-end", {"result": "calc end"}),
         ("end-send", {}),

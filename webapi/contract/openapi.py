@@ -8,6 +8,7 @@ server against this document with schemathesis and fail on any status or shape n
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from webapi.contract import schemas
@@ -306,6 +307,7 @@ _MINT = (
     ("post", "send-results", "Upload the result files (base64 in JSON)"),
     ("post", "end-send", "Progress: got return"),
 )
+MINT_PREFIX = "/mi-distcomp-api/"
 _MINT_QUERY = {
     "calc-status": ("accept_id",),
     "calc-progress": ("accept_id",),
@@ -335,7 +337,7 @@ def _mint_op(method: str, name: str, summary: str) -> Op:
 
 
 for _method, _name, _summary in _MINT:
-    _PATHS[f"/mi-distcomp-api/{_name}"] = {_method: _mint_op(_method, _name, _summary)}
+    _PATHS[f"{MINT_PREFIX}{_name}"] = {_method: _mint_op(_method, _name, _summary)}
 
 _DOC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -352,6 +354,13 @@ _DOC: dict[str, Any] = {
 }
 
 
-def openapi_document() -> dict[str, Any]:
-    """A copy of the document (callers may not mutate the shared one)."""
-    return copy.deepcopy(_DOC)
+def openapi_document(mint_bodies: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A copy of the document (callers may not mutate the shared one). `mint_bodies` maps an
+    original-protocol call to its request body's schema: this package may not import
+    webapi.mint, so the server's composition root passes them in (webapi.server.app); without
+    them those bodies are only "an object"."""
+    doc = copy.deepcopy(_DOC)
+    for name, schema in (mint_bodies or {}).items():
+        op = doc["paths"][f"{MINT_PREFIX}{name}"]["post"]
+        op["requestBody"]["content"] = _json(copy.deepcopy(schema))
+    return doc

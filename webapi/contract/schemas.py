@@ -48,6 +48,14 @@ FILE_NAME: Schema = {
     "maxLength": MAX_NAME_BYTES,
     "pattern": f"^{_PART}(?:/{_PART})*$",
 }
+# A file name without a directory part (the original protocol's names: its clients write them
+# straight into one directory).
+BARE_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_PART_BYTES,
+    "pattern": f"^{_PART}$",
+}
 CALC_ID: Schema = {"type": "string", "pattern": pattern(CALC_ID_RE)}
 LEASE_ID: Schema = {"type": "string", "pattern": pattern(LEASE_ID_RE)}
 SITE: Schema = {"type": "string", "pattern": pattern(SITE_RE)}

@@ -14,7 +14,7 @@ from webapi.contract.calc import CalcState, LoginGrant
 from webapi.contract.openapi import openapi_document
 from webapi.contract.timefmt import format_ts
 from webapi.errors import ApiError, BadRequest
-from webapi.mint.server import register_mint_routes
+from webapi.mint.server import register_mint_routes, request_schemas
 from webapi.server.auth import Principal, UserStore
 from webapi.server.config import ConfigSource, ServerConfig
 from webapi.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -93,6 +93,12 @@ def _sites_doc(deps: Deps, conf: ServerConfig) -> dict[str, Any]:
     return {"sites": sites}
 
 
+def api_document() -> dict[str, Any]:
+    """The served OpenAPI document: the contract's, with the original protocol's request bodies
+    as its parsers describe them."""
+    return openapi_document(request_schemas())
+
+
 def create_app(
     store: JobStore,
     config_source: ConfigSource,
@@ -114,9 +120,13 @@ def create_app(
     def healthz(_p: None) -> dict[str, Any]:
         return {"status": "ok"}
 
+    # Assembled here, the composition root: the contract package may not import webapi.mint,
+    # whose parsers describe the original protocol's request bodies.
+    document = api_document()
+
     @route(app, deps, "GET", "/api/v1/openapi.json", public=True)
     def openapi(_p: None) -> dict[str, Any]:
-        return openapi_document()
+        return document
 
     @route(app, deps, "POST", "/api/v1/login", public=True)
     def login(_p: None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import re
 
 from webapi.contract.calc import CALC_ID_RE
 
-_UUID_RE = re.compile(
+UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 )
 
@@ -23,6 +23,6 @@ def calc_id_of(accept_id: object) -> str | None:
         return None
     if CALC_ID_RE.match(accept_id):
         return accept_id
-    if not _UUID_RE.match(accept_id):
+    if not UUID_RE.match(accept_id):
         return None
     return "c-" + accept_id.replace("-", "").lower()

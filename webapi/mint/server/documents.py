@@ -5,15 +5,105 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from webapi.contract.schemas import BARE_NAME
 from webapi.errors import ApiError, BadRequest
 from webapi.mint.codec import wire
 from webapi.mint.codec.b64 import DecodedFile
+from webapi.mint.codec.calls import call_schemas
 from webapi.server.config import ServerConfig
 
 # What the file maps must look like, for the messages that refuse them.
 PARAMETER_SHAPE = "mapping each input's name to [base64, mime, charset] ({} for no inputs)"
 WANTED_SHAPE = 'naming the wanted results ({"out.txt": {"content": "", …}, …}) or a list of names'
 RESULT_SHAPE = 'mapping each result\'s name to {"content": base64, "mimetype1": …, "mimetype2": …}'
+# The mime type and charset of a parameter file are short strings (_text).
+MAX_TEXT = 200
+
+Schema = dict[str, Any]
+# What the decoder (codec.b64) takes: the strict alphabet in groups of 4, '=' padding only at the
+# end and optional (the last group may be 2 or 3 characters); MIME line breaks are dropped.
+_B64_CHAR = r"[A-Za-z0-9+/][\r\n]*"
+_B64_PAD = r"=[\r\n]*"
+BASE64: Schema = {
+    "type": "string",
+    "pattern": (
+        rf"^[\r\n]*(?:(?:{_B64_CHAR}){{4}})*"
+        rf"(?:(?:{_B64_CHAR}){{2}}(?:{_B64_PAD}){{0,2}}|(?:{_B64_CHAR}){{3}}(?:{_B64_PAD})?)?$"
+    ),
+    "contentEncoding": "base64",
+    "description": 'the file\'s bytes as base64 ("" for an empty file)',
+}
+_SHORT: Schema = {"type": "string", "maxLength": MAX_TEXT}
+_PARAMETER_FILE: Schema = {
+    "type": "array",
+    "prefixItems": [
+        BASE64,
+        {**_SHORT, "description": "mime type"},
+        {**_SHORT, "description": "charset"},
+    ],
+    "minItems": 3,
+    "maxItems": 3,
+}
+_WANTED: Schema = {
+    "oneOf": [
+        {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": BARE_NAME,
+            "additionalProperties": {"type": "object", "description": "an empty placeholder"},
+        },
+        {"type": "array", "minItems": 1, "items": BARE_NAME},
+    ],
+    "description": WANTED_SHAPE,
+}
+_RESULT: Schema = {
+    "type": "object",
+    "required": ["content"],
+    "properties": {
+        "content": BASE64,
+        "mimetype1": {"type": "string", "description": '"Error" marks a missing result'},
+        "mimetype2": {"type": "string", "description": "charset, or why the result is missing"},
+    },
+}
+
+
+def request_schemas() -> dict[str, Schema]:
+    """The request body of every original-protocol POST as a JSON Schema: the control calls'
+    from their table (codec.calls), the two file-carrying documents' from the rules below."""
+    out = call_schemas()
+    add = {
+        "type": "object",
+        "required": ["calc-info"],
+        "properties": {
+            "calc-info": {
+                "type": "object",
+                "required": ["command", "remote-site", "parameter_files", "result_files"],
+                "properties": {
+                    "command": {"type": "string", "minLength": 1},
+                    "remote-site": {"type": "string", "minLength": 1},
+                    "parameters": {"type": ["string", "number", "boolean", "null"]},
+                    "parameter_files": {
+                        "type": "object",
+                        "propertyNames": BARE_NAME,
+                        "additionalProperties": _PARAMETER_FILE,
+                        "description": PARAMETER_SHAPE,
+                    },
+                    "result_files": _WANTED,
+                },
+            }
+        },
+    }
+    out["add-calcinfo"] = add
+    sent = out["send-results"]
+    sent["required"].append("result_files")
+    sent["properties"]["result_files"] = {
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": BARE_NAME,
+        "additionalProperties": _RESULT,
+        "description": RESULT_SHAPE,
+    }
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +152,7 @@ def check_site_command(conf: ServerConfig, site: Any, command: Any) -> tuple[str
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str) or len(value) > 200:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise BadRequest(f"add-calcinfo: {what} must be a short string; nothing stored")
     return value
 
@@ -156,6 +246,12 @@ def parse_results(doc: dict[str, Any]) -> SentResults:
                 f'send-results: result {name!r} needs a "content" string (base64; "" for an '
                 "empty or missing file); nothing stored"
             )
+        for key in ("mimetype1", "mimetype2"):
+            if not isinstance(entry.get(key, ""), str):
+                raise BadRequest(
+                    f"send-results: result {name!r}: {key!r} must be a string, not "
+                    f"{_kind(entry[key])}; nothing stored"
+                )
         if entry.get("mimetype1") == "Error":
             missing[name] = str(entry.get("mimetype2") or "missing")[:500]
         else:

@@ -15,9 +15,10 @@ import bottle
 
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
-from webapi.errors import ApiError, BadRequest, Conflict, Forbidden
+from webapi.errors import ApiError, Conflict, Forbidden
 from webapi.mint.codec import bodies
 from webapi.mint.codec.bodies import FileField, FilePiece, Piece
+from webapi.mint.codec.calls import parse_call
 from webapi.mint.codec.ids import accept_id_of
 from webapi.mint.codec.mime import sniff
 from webapi.mint.codec.wire import LOG_NAMES, NOTHING_TO_DO
@@ -216,8 +217,8 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
     def step(name: str, progress: str) -> None:
         @mint_route(app, deps, "POST", name)
         def handler(p: Principal, body: Body) -> dict[str, Any]:
-            doc = body.json()
-            calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+            doc = parse_call(name, body.json())
+            calc = _poller_calc(deps, p, doc["accept_id"], doc["site_id"])
             move(calc, name, progress)
             return ok(f"{name}: progress is {progress}")
 
@@ -226,14 +227,9 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
 
     @mint_route(app, deps, "POST", "calc-end")
     def calc_end(p: Principal, body: Body) -> dict[str, Any]:
-        doc = body.json()
-        calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
-        result = doc.get("result")
-        if result not in ("calc end", "abnormal"):
-            raise BadRequest(
-                f'calc-end: \'result\' must be "calc end" or "abnormal", not {result!r}'
-            )
-        suffix = mapping.ABNORMAL if result == "abnormal" else ""
+        doc = parse_call("calc-end", body.json())
+        calc = _poller_calc(deps, p, doc["accept_id"], doc["site_id"])
+        suffix = mapping.ABNORMAL if doc["result"] == "abnormal" else ""
         move(calc, "calc-end", mapping.CALC_END + suffix)
         return ok(f"calc-end: status is {'abnormal' if suffix else 'completed'}")
 
@@ -253,16 +249,17 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
                 top = objects[0] if objects else {}
                 if not checked and "accept_id" in top and "site_id" in top:
                     # Refuse a wrong-state upload before its files are read.
+                    parse_call("send-results", top)
                     calc = _poller_calc(deps, p, top["accept_id"], top["site_id"])
                     _in_order(calc, "send-results", mapping.GETTING)
                     checked.append(True)
                 return staging.sink(f"result {name!r}")
 
-            doc = parse_body(body.read, sink_for)
+            doc = parse_call("send-results", parse_body(body.read, sink_for))
+            sent = parse_results(doc)  # the body's shape first (400), then the calc's state
             with order:
-                calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+                calc = _poller_calc(deps, p, doc["accept_id"], doc["site_id"])
                 _in_order(calc, "send-results", mapping.GETTING)  # at it already: a retry
-                sent = parse_results(doc)
                 abnormal = (calc.progress or "").endswith(mapping.ABNORMAL)
                 getting = mapping.GETTING + (mapping.ABNORMAL if abnormal else "")
                 calc = _advance(deps, calc, getting)
@@ -289,7 +286,7 @@ def register_site_routes(app: bottle.Bottle, deps: Deps) -> None:
 
     @mint_route(app, deps, "POST", "end-send")
     def end_send(p: Principal, body: Body) -> dict[str, Any]:
-        doc = body.json()
-        calc = _poller_calc(deps, p, doc.get("accept_id"), doc.get("site_id"))
+        doc = parse_call("end-send", body.json())
+        calc = _poller_calc(deps, p, doc["accept_id"], doc["site_id"])
         _in_order(calc, "end-send", mapping.GOT)  # it changes nothing: only checked
         return ok(f"end-send: progress is {mapping.GOT}")

@@ -9,10 +9,11 @@ import bottle
 
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
-from webapi.errors import ApiError, BadRequest, Conflict, NotFound, TooLarge
+from webapi.errors import ApiError, Conflict, NotFound, TooLarge
 from webapi.mint.codec import bodies
 from webapi.mint.codec.b64 import DecodedFile, b64_length
 from webapi.mint.codec.bodies import FileField, FilePiece, Piece
+from webapi.mint.codec.calls import parse_call
 from webapi.mint.codec.ids import accept_id_of, calc_id_of
 from webapi.mint.codec.mime import sniff
 from webapi.mint.server import mapping
@@ -145,7 +146,8 @@ def register_workflow_routes(app: bottle.Bottle, deps: Deps) -> None:
 
     @mint_route(app, deps, "POST", "allow-wait-calc")
     def allow_wait_calc(p: Principal, body: Body) -> dict[str, Any]:
-        calc = find_calc(deps, body.json().get("accept_id"))
+        doc = parse_call("allow-wait-calc", body.json())
+        calc = find_calc(deps, doc["accept_id"])
         require_owner(p, calc)
         calc = store.release(calc.id)
         return ok(f"allow-wait-calc: calc is {calc.state}")
@@ -181,13 +183,8 @@ def register_workflow_routes(app: bottle.Bottle, deps: Deps) -> None:
 
     @mint_route(app, deps, "POST", "cancel-wait-calc")
     def cancel_wait_calc(p: Principal, body: Body) -> dict[str, Any]:
-        doc = body.json()
-        delete = doc.get("delete")
-        if delete not in (None, "", "force"):
-            raise BadRequest(
-                f"cancel-wait-calc: 'delete' must be \"force\" or absent, not {delete!r}"
-            )
-        calc = find_calc(deps, doc.get("accept_id"))
+        doc = parse_call("cancel-wait-calc", body.json())  # `delete`: "force", "" or null
+        calc = find_calc(deps, doc["accept_id"])
         require_owner(p, calc)
         if calc.state in (CalcState.SUCCEEDED, CalcState.FAILED):
             return ok(f"cancel-wait-calc: the calc had already ended ({calc.state}); kept")
