@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import ssl
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -55,6 +56,40 @@ class _Request(server.HTTPRequest):
 
 class _Connection(server.HTTPConnection):
     RequestHandlerClass = _Request
+
+
+# A connection the peer (or our watchdog) closed under cheroot's feet: a TLS handshake or request
+# cut off midway, an answer written to a socket that is gone. Normal on the internet, and the
+# watchdog logs its own cuts.
+_PEER_GONE = (
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
+
+
+def peer_gone(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it: cheroot wraps a dropped handshake in FatalSSLAlert)
+    only says that the other end went away."""
+    while exc is not None:
+        if isinstance(exc, _PEER_GONE):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+class _Server(wsgi.Server):
+    """cheroot's server, whose error log leaves out connections the peer dropped: cheroot logs
+    each as "socket.error 8" or "Unhandled error … SSLEOFError" with a traceback (writing its
+    408/500 to the closed socket fails again). Every other error is logged as before."""
+
+    def error_log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        if peer_gone(sys.exc_info()[1]):
+            log.debug("connection dropped by the peer: %s", msg.splitlines()[0][:200])
+            return
+        super().error_log(msg, level, traceback)
 
 
 def _account() -> str:
@@ -135,9 +170,9 @@ class ApiServer:
         self.app = create_app(
             self.store, self.config, self.auth, watchdog=self.watchdog, metrics=self.metrics
         )
-        self.metrics_wsgi: wsgi.Server | None = None
+        self.metrics_wsgi: _Server | None = None
         if conf.metrics_listen is not None:
-            self.metrics_wsgi = wsgi.Server(
+            self.metrics_wsgi = _Server(
                 conf.metrics_listen,
                 _metrics_app(self.metrics),
                 numthreads=2,
@@ -145,7 +180,7 @@ class ApiServer:
                 shutdown_timeout=2,
                 server_name="extcomp-api-metrics",
             )
-        self.wsgi = wsgi.Server(
+        self.wsgi = _Server(
             (conf.listen, conf.port),
             self.app,
             numthreads=conf.threads,
