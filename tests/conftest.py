@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.slurm import SlurmCluster, missing, start_slurm, stop_slurm
 from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+from tests.fixtures.wheel import BuiltWheel, build_wheel
 
 # Groups of tests that share one worker under `pytest -n N` (make test): a file keeps its module
 # fixtures in one process, and tests/lab keeps its one lab per session in one. (Files that add
@@ -86,3 +87,9 @@ def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+    """The project's wheel, built once per session and unpacked (tests/fixtures/wheel.py)."""
+    return build_wheel(tmp_path_factory.mktemp("wheel"))

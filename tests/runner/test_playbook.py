@@ -13,6 +13,7 @@ import yaml
 from runner import resources
 from runner.events import TASKS
 from runner.steps import PHASES
+from tests.fixtures.wheel import BuiltWheel
 
 
 def tasks() -> list[dict[str, object]]:
@@ -45,18 +46,9 @@ def test_only_raw_set_fact_and_the_rsync_action_are_used() -> None:
             assert str(raw).startswith("{{ __step_cmd }} "), task["name"]
 
 
-def test_the_wheel_ships_what_the_runner_needs(tmp_path: Path) -> None:
-    """Build the wheel, unpack it as an install would, and let the runner find its files there."""
-    root = Path(__file__).parents[2]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("mint_extcomp-*.whl")
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(site)
+def test_the_wheel_ships_what_the_runner_needs(built_wheel: BuiltWheel, tmp_path: Path) -> None:
+    """The wheel, unpacked as an install would, and the runner finding its files there."""
+    site = built_wheel.site
     probe = (
         "from runner import resources as r; "
         "print(r.playbook(), r.ansible_cfg(), r.helper_script(), sep='\\n')"
@@ -73,5 +65,5 @@ def test_the_wheel_ships_what_the_runner_needs(tmp_path: Path) -> None:
     assert len(found) == 3 and all(p.is_file() and p.is_relative_to(site) for p in found), found
     assert (found[0].parent / "action_plugins" / "extcomp_rsync.py").is_file()
     # The wheel carries no test code and no other package than the two.
-    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(built_wheel.wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"runner", "webapi"}

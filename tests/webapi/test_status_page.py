@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import requests
 import yaml
 
+from tests.fixtures.wheel import BuiltWheel
 from tests.webapi.apihelp import Api
 from tests.webapi.conftest import RunningServer, _prepare, _start_thread
 from tests.webapi.statushelp import STDOUT, Pages, finished_calc
@@ -320,18 +320,9 @@ def test_templates_never_print_unescaped(name: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
-    """Build the wheel, unpack it, and render the login page from there (package data)."""
-    root = Path(__file__).parents[2]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(root)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("mint_extcomp-*.whl")
-    site = tmp_path / "site"
-    with zipfile.ZipFile(wheel) as zf:
-        zf.extractall(site)
+def test_the_wheel_ships_the_templates(built_wheel: BuiltWheel, tmp_path: Path) -> None:
+    """The wheel, unpacked, renders the login page from there (package data)."""
+    site = built_wheel.site
     probe = (
         "from webapi.server.status import routes as r; "
         "print(r.TEMPLATES); print(r.render_page('login.tpl', message='', nonce='n')); "
