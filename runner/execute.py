@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -262,6 +263,20 @@ def _stop_on_signals(guard_pidfile: Path) -> Iterator[_Stop]:
             signal.signal(sig, old)
 
 
+def _ssh_argv(host: HostSpec) -> list[str]:
+    """ssh with the options Ansible's connection uses, so both share one master connection."""
+    argv = ["ssh", *shlex.split(ssh_args(host)), "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
+    if host.port:
+        argv += ["-p", str(host.port)]
+    if host.user:
+        argv += ["-l", host.user]
+    if host.key:
+        argv += ["-i", str(host.key.resolve()), "-o", "IdentitiesOnly=yes"]
+    if host.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={host.known_hosts.resolve()}"]
+    return argv
+
+
 def _prewarm(host: HostSpec) -> subprocess.Popen[bytes] | None:
     """Open the master connection in the background while ansible-playbook starts up.
 
@@ -271,28 +286,72 @@ def _prewarm(host: HostSpec) -> subprocess.Popen[bytes] | None:
     """
     if host.inventory is not None or control_path(host).exists():
         return None
-    argv = [
-        "ssh",
-        "-o",
-        "ControlMaster=yes",
-        *shlex.split(ssh_args(host)),
-        "-f",
-        "-N",
-        "-o",
-        f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-    ]
-    if host.port:
-        argv += ["-p", str(host.port)]
-    if host.user:
-        argv += ["-l", host.user]
-    if host.key:
-        argv += ["-i", str(host.key.resolve()), "-o", "IdentitiesOnly=yes"]
-    if host.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={host.known_hosts.resolve()}"]
-    argv += ["--", host.host]
+    argv = _ssh_argv(host)
+    argv[1:1] = ["-o", "ControlMaster=yes"]  # the first -o wins over ssh_args' "auto"
+    argv += ["-f", "-N", "--", host.host]
     return subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SideAnswer:
+    """How a command sent beside the playbook ended: ssh's exit code and what it printed."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class SideCommand:
+    """One helper command sent over the step's open master connection, beside ansible-playbook.
+
+    The driver uses it for a round trip whose answer it needs no task for (the clean after the
+    pull), so that it overlaps ansible-playbook's own shutdown. It is the same command line the
+    playbook's raw task sends, through the same gate. It is only sent while a master connection
+    is up (`start` returns None otherwise), so it does not open connections outside sshgate's
+    turns; any failure is the caller's cue to run the playbook's task instead, which reports it
+    with its classified error.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
+        self._proc, self._out, self._err = proc, out, err
+
+    @classmethod
+    def start(cls, host: HostSpec, command: str) -> SideCommand | None:
+        if host.inventory is not None or not control_path(host).exists():
+            return None
+        argv = _ssh_argv(host)
+        argv[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new master
+        # Files, not pipes: a master that ssh might still fork must not hold our pipe open.
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed in finish)
+        try:
+            proc = subprocess.Popen(
+                [*argv, "--", host.host, command], stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        except OSError:
+            out.close()
+            err.close()
+            return None
+        return cls(proc, out, err)
+
+    def finish(self) -> SideAnswer:
+        """Wait for the answer (bounded: the connect timeout, then a kill)."""
+        try:
+            rc = self._proc.wait(timeout=CONNECT_TIMEOUT_S + 20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            rc = self._proc.wait()
+        except BaseException:  # Ctrl-C while waiting: do not leave the ssh behind
+            self._proc.kill()
+            self._proc.wait()
+            raise
+        texts = []
+        for fh in (self._out, self._err):
+            fh.seek(0)
+            texts.append(fh.read().decode(errors="replace"))
+            fh.close()
+        return SideAnswer(rc, texts[0], texts[1])
 
 
 def _reap(proc: subprocess.Popen[bytes] | None) -> None:
