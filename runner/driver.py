@@ -84,15 +84,17 @@ class StepDriver:
         return self.store.step_dir(self.record.step_id)
 
     def run_tags(self, tags: Iterable[str]) -> list[TaskDone]:
+        tags = tuple(tags)
         self.record.runs += 1
         self.store.save(self.record)
         request = execute.PlayRequest(
             host=self.spec.host,
-            tags=tuple(tags),
+            tags=tags,
             extravars=self.extravars(),
             private_dir=self.step_dir / "ansible",
             ident=f"run{self.record.runs:03d}",
             ssh_retries=3 if self.record.connected else 0,
+            side_first=self._command("mkdir") if Phase.MKDIR in tags else None,
         )
         events = execute.PlayEvents(on_start=self._on_start, on_done=self._on_done)
         return execute.play(request, events)

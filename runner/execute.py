@@ -10,6 +10,7 @@ workers and the ssh and rsync they run never outlive the runner, however it ends
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -39,6 +40,9 @@ from runner.steps import HostSpec
 # AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
 _CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
 CONNECT_TIMEOUT_S = 10
+# How long the playbook's first task waits for the answer of the command sent beside it before
+# sending it itself: a handshake's timeout and a little.
+SIDE_WAIT_S = CONNECT_TIMEOUT_S + 5
 INVENTORY_HOST = "extcomp_target"
 
 # ansible-playbook runs below this guard (ansible_runner's `binary` is `python -I -S -c _GUARD`),
@@ -96,6 +100,10 @@ class PlayRequest:
     # ansible's own reconnects (rc 255, backoff 2**n - 1 s). Zero until the host was reached once:
     # a wrong port, key or host key is a configuration error to report at once, not a blip.
     ssh_retries: int = 3
+    # A helper command line to send beside ansible-playbook while it starts up (the mkdir, when
+    # its tag is run); the playbook's task takes the answer (extcomp_helper). None: just open
+    # the master connection meanwhile.
+    side_first: str | None = None
 
 
 @dataclass
@@ -318,11 +326,15 @@ class SideCommand:
         self._proc, self._out, self._err = proc, out, err
 
     @classmethod
-    def start(cls, host: HostSpec, command: str) -> SideCommand | None:
-        if host.inventory is not None or not control_path(host).exists():
+    def start(
+        cls, host: HostSpec, command: str, *, open_master: bool = False
+    ) -> SideCommand | None:
+        """Send `command`; over the open master, or (`open_master`) opening it if it is down."""
+        if host.inventory is not None or not (open_master or control_path(host).exists()):
             return None
         argv = _ssh_argv(host)
-        argv[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new master
+        if not open_master:
+            argv[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new one
         # Files, not pipes: a master that ssh might still fork must not hold our pipe open.
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed in finish)
         try:
@@ -352,6 +364,21 @@ class SideCommand:
             texts.append(fh.read().decode(errors="replace"))
             fh.close()
         return SideAnswer(rc, texts[0], texts[1])
+
+    def hand_over(self, path: Path) -> threading.Thread:
+        """Write the answer to `path` (atomically) when it comes, for the playbook's task."""
+
+        def write() -> None:
+            answer = self.finish()
+            part = path.with_name(path.name + ".part")
+            part.write_text(
+                json.dumps({"rc": answer.rc, "stdout": answer.stdout, "stderr": answer.stderr})
+            )
+            os.replace(part, path)
+
+        thread = threading.Thread(target=write, name="extcomp-side", daemon=True)
+        thread.start()
+        return thread
 
 
 def _reap(proc: subprocess.Popen[bytes] | None) -> None:
@@ -394,7 +421,19 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     # A new connection (no open ControlMaster) waits for this host's turn first.
     master = control_path(request.host)
     sshgate.wait_turn(request.host, needed=lambda: not master.exists())
-    warming = _prewarm(request.host)
+    warming: subprocess.Popen[bytes] | None = None
+    handing: threading.Thread | None = None
+    side = None
+    if request.side_first is not None:
+        side = SideCommand.start(request.host, request.side_first, open_master=True)
+    if side is not None:
+        # The first task's round trip rides on the handshake, while ansible-playbook starts.
+        answer_file = request.private_dir / "tmp" / f"side-{request.ident}.json"
+        answer_file.unlink(missing_ok=True)
+        handing = side.hand_over(answer_file)
+        extravars.update(step_side_answer=str(answer_file), step_side_wait=SIDE_WAIT_S)
+    else:
+        warming = _prewarm(request.host)
     with _stop_on_signals(guard_pidfile) as stop:
         result = _ansible_runner().run(
             private_data_dir=str(request.private_dir),
@@ -412,6 +451,8 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             rotate_artifacts=20,
         )
     _reap(warming)
+    if handing is not None:
+        handing.join()  # bounded: finish() kills an ssh that outlives its timeout
     if result.status == "canceled" or stop.requested:
         raise Interrupted("interrupted")
     if collector.failure is not None:
