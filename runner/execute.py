@@ -396,12 +396,32 @@ def _ansible_runner() -> ModuleType:
     step records work on a host that has not installed the `ssh` extra."""
     try:
         import ansible_runner
+        import ptyprocess  # type: ignore[import-untyped]  # pexpect's, hence ansible-runner's
     except ImportError:
         raise UsageError(
             "SSH mode needs ansible-runner and ansible-core, which are not installed here: "
             "install the `ssh` (or `workflow`) extra, e.g. pip install 'mint-extcomp[workflow]'"
         ) from None
+    _no_sleep_after_exit(ptyprocess.PtyProcess)
     return cast(ModuleType, ansible_runner)
+
+
+def _no_sleep_after_exit(pty_class: Any) -> None:
+    """ansible-runner closes ansible-playbook's pty only once it has seen EOF and the process
+    has been reaped; ptyprocess's close() then still sleeps `delayafterclose` (0.1 s, "to give
+    the kernel time to update the process status") before asking again. For a child already
+    reaped there is nothing to wait for: skip that sleep, keep it for a live child."""
+    if getattr(pty_class, "_extcomp_close", False):
+        return
+    close = pty_class.close
+
+    def close_reaped_at_once(self: Any, force: bool = True) -> None:
+        if self.terminated:
+            self.delayafterclose = 0.0
+        close(self, force)
+
+    pty_class.close = close_reaped_at_once
+    pty_class._extcomp_close = True
 
 
 def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
