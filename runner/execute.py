@@ -312,14 +312,15 @@ class SideAnswer:
 
 
 class SideCommand:
-    """One helper command sent over the step's open master connection, beside ansible-playbook.
+    """One helper command sent over the step's ssh master connection, beside ansible-playbook.
 
-    The driver uses it for a round trip whose answer it needs no task for (the clean after the
-    pull), so that it overlaps ansible-playbook's own shutdown. It is the same command line the
-    playbook's raw task sends, through the same gate. It is only sent while a master connection
-    is up (`start` returns None otherwise), so it does not open connections outside sshgate's
-    turns; any failure is the caller's cue to run the playbook's task instead, which reports it
-    with its classified error.
+    Two round trips go this way, each overlapping a stretch where ansible-playbook works alone:
+    the mkdir while it starts up (`open_master`: this ssh opens the master, after sshgate's turn,
+    as the `-N` pre-warm did; the playbook's first task takes the answer from a file, see
+    play()), and the clean after the recorded pull while it shuts down (only over a master that
+    is up, never a connection of its own). Each is the command line the playbook's task sends,
+    through the same gate, and one that may run twice; any failure is the cue to let the
+    playbook's task send it, which reports errors with their classified reasons.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
