@@ -468,6 +468,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not CLI.is_file():
+        print(
+            f"ssh_step: {CLI} not found: run with the venv's python (.venv/bin/python, after "
+            "make setup)",
+            file=sys.stderr,
+        )
+        return 2
     sizes = QUICK if args.quick else FULL
     progress = Progress()
     info = machine_info(
