@@ -27,7 +27,7 @@ from runner.errors import (
     TransportError,
     UsageError,
 )
-from runner.events import TaskDone
+from runner.events import TaskDone, answer_of
 from runner.progress import Progress
 from runner.record import StepRecord, StepStore, relative_paths, spec_to_dict
 from runner.steps import PHASES, Outcome, Phase, StepResult, StepSpec
@@ -54,6 +54,9 @@ class StepDriver:
         self.spec = record.step_spec()
         self.progress = progress or Progress(enabled=False)
         self._started: dict[str, float] = {}
+        # The clean is sent beside the playbook, as soon as the pull is done (see run_phases).
+        self._side_clean = False
+        self._cleaning: execute.SideCommand | None = None
 
     # ---- playbook runs -------------------------------------------------------------------------
 
@@ -81,15 +84,17 @@ class StepDriver:
         return self.store.step_dir(self.record.step_id)
 
     def run_tags(self, tags: Iterable[str]) -> list[TaskDone]:
+        tags = tuple(tags)
         self.record.runs += 1
         self.store.save(self.record)
         request = execute.PlayRequest(
             host=self.spec.host,
-            tags=tuple(tags),
+            tags=tags,
             extravars=self.extravars(),
             private_dir=self.step_dir / "ansible",
             ident=f"run{self.record.runs:03d}",
             ssh_retries=3 if self.record.connected else 0,
+            side_first=self._command("mkdir") if Phase.MKDIR in tags else None,
         )
         events = execute.PlayEvents(on_start=self._on_start, on_done=self._on_done)
         return execute.play(request, events)
@@ -116,7 +121,38 @@ class StepDriver:
             record.remote = done.answer
         if done.phase in PHASES and done.phase not in record.phases_done:
             record.phases_done.append(done.phase)
+        if done.phase == Phase.MKDIR and self._nothing_to_push():
+            record.phases_done.append(Phase.PUSH)  # its tag was left out (see run_phases)
         self.store.save(record)
+        if done.phase == Phase.PULL and self._side_clean and self._cleaning is None:
+            # The pull is recorded as done: the work dir may go now, while ansible-playbook
+            # still shuts down (its exit and ansible-runner's close take ~0.2 s).
+            self._on_start(Phase.CLEAN)
+            self._cleaning = execute.SideCommand.start(self.spec.host, self._command("clean"))
+
+    def _command(self, verb: str) -> str:
+        """The helper command line the playbook's raw task for `verb` sends (run_step.yml)."""
+        base = f" --base {self.spec.remote_base}" if self.spec.remote_base else ""
+        return f"{self.spec.helper}{base} {verb} {self.record.work_id}"
+
+    def _finish_side_clean(self) -> None:
+        """Take the answer of the clean sent beside the playbook; on any failure the clean is
+        left undone, and run_phases runs the playbook's task, which reports it properly."""
+        cleaning, self._cleaning = self._cleaning, None
+        self._side_clean = False  # once: a failure goes the playbook's way
+        if cleaning is None:
+            self._started.pop(Phase.CLEAN, None)
+            return
+        answer = cleaning.finish()
+        parsed = answer_of({"stdout": answer.stdout}) if answer.rc == 0 else {}
+        if "removed" not in parsed:
+            self._started.pop(Phase.CLEAN, None)
+            log.debug("clean beside the playbook failed (rc %s): %s", answer.rc, answer.stderr)
+            return
+        self._on_done(TaskDone(Phase.CLEAN, {"rc": 0, "stdout": answer.stdout}, parsed))
+
+    def _nothing_to_push(self) -> bool:
+        return not self.spec.inputs and Phase.PUSH not in self.record.phases_done
 
     # ---- phases with reconnection -------------------------------------------------------------
 
@@ -126,10 +162,32 @@ class StepDriver:
         attempt = 0
         while True:
             todo = [p for p in wanted if p not in self.record.phases_done]
+            if Phase.PUSH in todo and self._nothing_to_push():
+                # A skipped task still costs ansible a worker and its events: leave the tag out.
+                # The push counts as done with the mkdir (or now, when that is done already).
+                todo.remove(Phase.PUSH)
+                if Phase.MKDIR in self.record.phases_done:
+                    self.record.phases_done.append(Phase.PUSH)
+                    self.store.save(self.record)
             if not todo:
                 return
+            tags = todo
+            # Clean right after a pull of this run needs no task of its own: _on_done sends it
+            # beside the playbook once the pull is recorded, over the same master connection.
+            self._side_clean = Phase.PULL in todo and Phase.CLEAN in todo
+            if self._side_clean and self.spec.host.inventory is None:
+                tags = [p for p in todo if p != Phase.CLEAN]
+            else:
+                self._side_clean = False
+            side = self._side_clean
             try:
-                self.run_tags(todo)
+                try:
+                    self.run_tags(tags)
+                finally:
+                    if side:
+                        self._finish_side_clean()
+                if side and Phase.CLEAN not in self.record.phases_done:
+                    continue  # the clean beside the playbook did not happen: run its task
                 return
             except TransportError as exc:
                 # Fail fast if we never reached the host: that is a config error, not a blip.

@@ -10,11 +10,13 @@ workers and the ssh and rsync they run never outlive the runner, however it ends
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +40,9 @@ from runner.steps import HostSpec
 # AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
 _CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
 CONNECT_TIMEOUT_S = 10
+# How long the playbook's first task waits for the answer of the command sent beside it before
+# sending it itself: a handshake's timeout and a little.
+SIDE_WAIT_S = CONNECT_TIMEOUT_S + 5
 INVENTORY_HOST = "extcomp_target"
 
 # ansible-playbook runs below this guard (ansible_runner's `binary` is `python -I -S -c _GUARD`),
@@ -95,6 +100,10 @@ class PlayRequest:
     # ansible's own reconnects (rc 255, backoff 2**n - 1 s). Zero until the host was reached once:
     # a wrong port, key or host key is a configuration error to report at once, not a blip.
     ssh_retries: int = 3
+    # A helper command line to send beside ansible-playbook while it starts up (the mkdir, when
+    # its tag is run); the playbook's task takes the answer (extcomp_helper). None: just open
+    # the master connection meanwhile.
+    side_first: str | None = None
 
 
 @dataclass
@@ -262,6 +271,20 @@ def _stop_on_signals(guard_pidfile: Path) -> Iterator[_Stop]:
             signal.signal(sig, old)
 
 
+def _ssh_argv(host: HostSpec) -> list[str]:
+    """ssh with the options Ansible's connection uses, so both share one master connection."""
+    argv = ["ssh", *shlex.split(ssh_args(host)), "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
+    if host.port:
+        argv += ["-p", str(host.port)]
+    if host.user:
+        argv += ["-l", host.user]
+    if host.key:
+        argv += ["-i", str(host.key.resolve()), "-o", "IdentitiesOnly=yes"]
+    if host.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={host.known_hosts.resolve()}"]
+    return argv
+
+
 def _prewarm(host: HostSpec) -> subprocess.Popen[bytes] | None:
     """Open the master connection in the background while ansible-playbook starts up.
 
@@ -271,28 +294,92 @@ def _prewarm(host: HostSpec) -> subprocess.Popen[bytes] | None:
     """
     if host.inventory is not None or control_path(host).exists():
         return None
-    argv = [
-        "ssh",
-        "-o",
-        "ControlMaster=yes",
-        *shlex.split(ssh_args(host)),
-        "-f",
-        "-N",
-        "-o",
-        f"ConnectTimeout={CONNECT_TIMEOUT_S}",
-    ]
-    if host.port:
-        argv += ["-p", str(host.port)]
-    if host.user:
-        argv += ["-l", host.user]
-    if host.key:
-        argv += ["-i", str(host.key.resolve()), "-o", "IdentitiesOnly=yes"]
-    if host.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={host.known_hosts.resolve()}"]
-    argv += ["--", host.host]
+    argv = _ssh_argv(host)
+    argv[1:1] = ["-o", "ControlMaster=yes"]  # the first -o wins over ssh_args' "auto"
+    argv += ["-f", "-N", "--", host.host]
     return subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SideAnswer:
+    """How a command sent beside the playbook ended: ssh's exit code and what it printed."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class SideCommand:
+    """One helper command sent over the step's ssh master connection, beside ansible-playbook.
+
+    Two round trips go this way, each overlapping a stretch where ansible-playbook works alone:
+    the mkdir while it starts up (`open_master`: this ssh opens the master, after sshgate's turn,
+    as the `-N` pre-warm did; the playbook's first task takes the answer from a file, see
+    play()), and the clean after the recorded pull while it shuts down (only over a master that
+    is up, never a connection of its own). Each is the command line the playbook's task sends,
+    through the same gate, and one that may run twice; any failure is the cue to let the
+    playbook's task send it, which reports errors with their classified reasons.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
+        self._proc, self._out, self._err = proc, out, err
+
+    @classmethod
+    def start(
+        cls, host: HostSpec, command: str, *, open_master: bool = False
+    ) -> SideCommand | None:
+        """Send `command`; over the open master, or (`open_master`) opening it if it is down."""
+        if host.inventory is not None or not (open_master or control_path(host).exists()):
+            return None
+        argv = _ssh_argv(host)
+        if not open_master:
+            argv[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new one
+        # Files, not pipes: a master that ssh might still fork must not hold our pipe open.
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed in finish)
+        try:
+            proc = subprocess.Popen(
+                [*argv, "--", host.host, command], stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        except OSError:
+            out.close()
+            err.close()
+            return None
+        return cls(proc, out, err)
+
+    def finish(self) -> SideAnswer:
+        """Wait for the answer (bounded: the connect timeout, then a kill)."""
+        try:
+            rc = self._proc.wait(timeout=CONNECT_TIMEOUT_S + 20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            rc = self._proc.wait()
+        except BaseException:  # Ctrl-C while waiting: do not leave the ssh behind
+            self._proc.kill()
+            self._proc.wait()
+            raise
+        texts = []
+        for fh in (self._out, self._err):
+            fh.seek(0)
+            texts.append(fh.read().decode(errors="replace"))
+            fh.close()
+        return SideAnswer(rc, texts[0], texts[1])
+
+    def hand_over(self, path: Path) -> threading.Thread:
+        """Write the answer to `path` (atomically) when it comes, for the playbook's task."""
+
+        def write() -> None:
+            answer = self.finish()
+            part = path.with_name(path.name + ".part")
+            part.write_text(
+                json.dumps({"rc": answer.rc, "stdout": answer.stdout, "stderr": answer.stderr})
+            )
+            os.replace(part, path)
+
+        thread = threading.Thread(target=write, name="extcomp-side", daemon=True)
+        thread.start()
+        return thread
 
 
 def _reap(proc: subprocess.Popen[bytes] | None) -> None:
@@ -310,12 +397,32 @@ def _ansible_runner() -> ModuleType:
     step records work on a host that has not installed the `ssh` extra."""
     try:
         import ansible_runner
+        import ptyprocess  # type: ignore[import-untyped]  # pexpect's, hence ansible-runner's
     except ImportError:
         raise UsageError(
             "SSH mode needs ansible-runner and ansible-core, which are not installed here: "
             "install the `ssh` (or `workflow`) extra, e.g. pip install 'mint-extcomp[workflow]'"
         ) from None
+    _no_sleep_after_exit(ptyprocess.PtyProcess)
     return cast(ModuleType, ansible_runner)
+
+
+def _no_sleep_after_exit(pty_class: Any) -> None:
+    """ansible-runner closes ansible-playbook's pty only once it has seen EOF and the process
+    has been reaped; ptyprocess's close() then still sleeps `delayafterclose` (0.1 s, "to give
+    the kernel time to update the process status") before asking again. For a child already
+    reaped there is nothing to wait for: skip that sleep, keep it for a live child."""
+    if getattr(pty_class, "_extcomp_close", False):
+        return
+    close = pty_class.close
+
+    def close_reaped_at_once(self: Any, force: bool = True) -> None:
+        if self.terminated:
+            self.delayafterclose = 0.0
+        close(self, force)
+
+    pty_class.close = close_reaped_at_once
+    pty_class._extcomp_close = True
 
 
 def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
@@ -335,7 +442,19 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     # A new connection (no open ControlMaster) waits for this host's turn first.
     master = control_path(request.host)
     sshgate.wait_turn(request.host, needed=lambda: not master.exists())
-    warming = _prewarm(request.host)
+    warming: subprocess.Popen[bytes] | None = None
+    handing: threading.Thread | None = None
+    side = None
+    if request.side_first is not None:
+        side = SideCommand.start(request.host, request.side_first, open_master=True)
+    if side is not None:
+        # The first task's round trip rides on the handshake, while ansible-playbook starts.
+        answer_file = request.private_dir / "tmp" / f"side-{request.ident}.json"
+        answer_file.unlink(missing_ok=True)
+        handing = side.hand_over(answer_file)
+        extravars.update(step_side_answer=str(answer_file), step_side_wait=SIDE_WAIT_S)
+    else:
+        warming = _prewarm(request.host)
     with _stop_on_signals(guard_pidfile) as stop:
         result = _ansible_runner().run(
             private_data_dir=str(request.private_dir),
@@ -353,6 +472,8 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             rotate_artifacts=20,
         )
     _reap(warming)
+    if handing is not None:
+        handing.join()  # bounded: finish() kills an ssh that outlives its timeout
     if result.status == "canceled" or stop.requested:
         raise Interrupted("interrupted")
     if collector.failure is not None:

@@ -1,0 +1,64 @@
+"""Action plugin: one helper command on the host, or the answer the runner already got for it.
+
+Like ansible.builtin.raw (the command line goes to the host over the task's ssh connection; no
+Python is shipped), except that the runner may have sent the very same command itself while
+ansible-playbook was starting up, over the master connection it opens meanwhile, and left the
+answer in `answer_file` (JSON: rc, stdout, stderr). A successful answer is this task's result,
+with no second round trip; without one (none within `wait` seconds, or a failure) the command is
+sent here, so that every error is reported the way raw reports it. The command must be one that
+may run twice (the runner uses it for `mkdir`, which answers `created: false` the second time).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+_POLL_S = 0.01
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("cmd", "answer_file", "wait"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        args = self._task.args
+        cmd = str(args.get("cmd") or "")
+        if not cmd:
+            raise AnsibleActionFail("extcomp_helper needs cmd")
+        answer = _answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        if answer is not None:
+            result.update(answer, answered_beside=True)
+        else:
+            result.update(self._low_level_execute_command(cmd, executable=False))
+        result["changed"] = True
+        if result.get("rc") != 0:
+            result["failed"] = True
+            result["msg"] = "non-zero return code"
+        return result
+
+
+def _answer(path: str, wait: float) -> dict[str, object] | None:
+    """The runner's successful answer from `path` (written atomically), or None."""
+    if not path:
+        return None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            break
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(_POLL_S)
+        except (OSError, ValueError):
+            return None
+    if not isinstance(data, dict) or data.get("rc") != 0:
+        return None
+    stdout = str(data.get("stdout", ""))
+    return {"rc": 0, "stdout": stdout, "stdout_lines": stdout.splitlines(), "stderr": ""}

@@ -1,0 +1,151 @@
+"""Round trips a step saves (mkdir beside ansible-playbook's start-up, clean beside its shutdown,
+no purge after a final answer that carries the supervisor's own) and the fallbacks when it can't.
+
+Against the real test sshd; what each playbook run did is read from ansible-runner's own job
+events, the step's audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner import execute
+from runner.driver import run_part, run_step, start_part
+from runner.record import StepStore
+from runner.steps import HostSpec, Outcome, Phase, StepSpec
+from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+from tests.runner.conftest import BOTH_KEYS, SpecFactory, host_spec, write
+
+MKDIR = "Create the work dir on the host"
+PURGE = "Remove what must never leave the host"
+CLEAN = "Remove the work dir from the host"
+
+
+def events(step_id: str, run: int) -> dict[str, dict[str, Any]]:
+    """Task name -> (last) outcome event of playbook run `run` of a step."""
+    found: dict[str, dict[str, Any]] = {}
+    where = StepStore().step_dir(step_id) / "ansible" / "artifacts" / f"run{run:03d}"
+    for path in sorted(
+        (where / "job_events").glob("*.json"), key=lambda p: int(p.stem.split("-")[0])
+    ):
+        event = json.loads(path.read_text())
+        if event["event"] in ("runner_on_ok", "runner_on_skipped", "runner_on_failed"):
+            found[event["event_data"]["task"]] = event
+    return found
+
+
+def work_dirs(ssh_host: SshHost) -> list[str]:
+    return sorted(p.name for p in Path(ssh_host.base).iterdir())
+
+
+@BOTH_KEYS
+def test_an_empty_step_sends_mkdir_and_clean_beside_the_playbook(
+    make_spec: SpecFactory, ssh_host: SshHost
+) -> None:
+    before = work_dirs(ssh_host)
+    result = run_step(make_spec())
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    ran = events(result.step_id, 1)
+    assert ran[MKDIR]["event"] == "runner_on_ok"
+    assert ran[MKDIR]["event_data"]["res"].get("answered_beside") is True
+    # The program ended within the start task's own wait: its answer carries the supervisor's
+    # purge, so no purge round trip; and no clean task: the runner cleaned beside the playbook.
+    assert ran[PURGE]["event"] == "runner_on_skipped"
+    assert CLEAN not in ran
+    record = StepStore().load(result.step_id)
+    assert record.phases_done == ["mkdir", "push", "start", "wait", "pull", "clean"]
+    assert record.remote["never_return_removed"] == 0
+    assert set(result.seconds) >= {"mkdir", "start", "pull", "clean"}
+    assert work_dirs(ssh_host) == before, "the work dir is gone from the host"
+
+
+@pytest.mark.slow
+def test_without_the_side_channel_the_playbook_does_both(
+    make_spec: SpecFactory, ssh_host: SshHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execute.SideCommand, "start", classmethod(lambda cls, *a, **k: None))
+    before = work_dirs(ssh_host)
+    result = run_step(make_spec("write", "out.bin", "1"))
+    assert result.exit_code == 0
+    assert result.results_dir is not None
+    assert (result.results_dir / "out.bin").stat().st_size == 1 << 20
+    ran = events(result.step_id, 1)
+    assert "answered_beside" not in ran[MKDIR]["event_data"]["res"]
+    assert CLEAN not in ran  # left to the runner, which then found no master to send it over
+    assert events(result.step_id, 2)[CLEAN]["event"] == "runner_on_ok"
+    assert StepStore().load(result.step_id).phases_done[-1] == "clean"
+    assert work_dirs(ssh_host) == before
+
+
+@pytest.fixture
+def side_commands_fail(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every command sent beside the playbook names a work dir that is not an id: the helper
+    (or the gate) refuses it with a non-zero exit, as a real failure would end."""
+    sent: list[str] = []
+    real = execute.SideCommand.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type, /, host: HostSpec, command: str, **kw: Any) -> Any:
+        sent.append(command)
+        return real(cls, host, command.rsplit(" ", 1)[0] + " not-an-id", **kw)
+
+    monkeypatch.setattr(execute.SideCommand, "start", classmethod(start))
+    yield sent
+
+
+@pytest.mark.slow
+@BOTH_KEYS
+def test_a_failed_side_command_falls_back_to_the_task(
+    make_spec: SpecFactory, ssh_host: SshHost, side_commands_fail: list[str]
+) -> None:
+    before = work_dirs(ssh_host)
+    result = run_step(make_spec("echo", "hi"))
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    assert [c.split()[-2] for c in side_commands_fail] == ["mkdir", "clean"]
+    first, second = events(result.step_id, 1), events(result.step_id, 2)
+    assert "answered_beside" not in first[MKDIR]["event_data"]["res"]
+    assert first[MKDIR]["event_data"]["res"]["rc"] == 0
+    assert second[CLEAN]["event"] == "runner_on_ok"  # a playbook run of its own, clean only
+    record = StepStore().load(result.step_id)
+    assert record.phases_done == ["mkdir", "push", "start", "wait", "pull", "clean"]
+    assert work_dirs(ssh_host) == before
+
+
+@pytest.fixture(scope="module")
+def secret_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    """A host of its own whose never-return list names *.secret."""
+    host = start_sshd(tmp_path_factory.mktemp("secret-sshd"))
+    (host.site_dir / "never-return.conf").write_text("*.secret\n")
+    try:
+        yield host
+    finally:
+        stop_sshd(host)
+
+
+@pytest.mark.slow
+def test_a_pull_in_a_later_run_still_purges_first(secret_host: SshHost, tmp_path: Path) -> None:
+    """Only an answer this run saw spares the purge: a pull resumed in another run asks again,
+    and the secret never comes back either way. With the unrestricted key, whose pull the gate
+    would not purge."""
+    spec = StepSpec(
+        host=host_spec(secret_host, "plain"),
+        results_dir=tmp_path / "results",
+        inputs=(write(tmp_path / "in.txt"),),
+        args=("write", "a.secret", "1", "write", "b.bin", "1"),
+        entry="test_entry.sh",
+        helper=secret_host.helper,
+        remote_base=str(secret_host.base),
+    )
+    record = start_part(spec)
+    run_part(record.step_id, (Phase.START, Phase.WAIT))
+    run_part(record.step_id, (Phase.PULL,))
+    pulled = events(record.step_id, 3)
+    assert pulled[PURGE]["event"] == "runner_on_ok", "nothing in this run saw the program end"
+    results = tmp_path / "results"  # run_part's pull puts the results in place
+    assert (results / "b.bin").is_file()
+    assert not (results / "a.secret").exists()
+    run_part(record.step_id, (Phase.CLEAN,))
