@@ -7,6 +7,11 @@ answer in `answer_file` (JSON: rc, stdout, stderr). A successful answer is this 
 with no second round trip; without one (none within `wait` seconds, or a failure) the command is
 sent here, so that every error is reported the way raw reports it. The command must be one that
 may run twice (the runner uses it for `mkdir`, which answers `created: false` the second time).
+
+One failure is taken as it is: ssh's own 255 (it could not reach or log in to the host) when the
+connection may not retry (`reconnection_retries` 0, a host never reached before). Sending again
+would only wait out the connect timeout a second time; the task fails unreachable with ssh's
+message, as the ssh connection plugin would have failed it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
 _POLL_S = 0.01
@@ -30,7 +35,11 @@ class ActionModule(ActionBase):
         cmd = str(args.get("cmd") or "")
         if not cmd:
             raise AnsibleActionFail("extcomp_helper needs cmd")
-        answer = _answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        data = _read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        if data is not None and data.get("rc") == 255 and self._no_retries():
+            stderr = str(data.get("stderr", "")).rstrip()
+            raise AnsibleConnectionFailure(f"Failed to connect to the host via ssh: {stderr}")
+        answer = _success(data)
         if answer is not None:
             result.update(answer, answered_beside=True)
         else:
@@ -41,9 +50,15 @@ class ActionModule(ActionBase):
             result["msg"] = "non-zero return code"
         return result
 
+    def _no_retries(self) -> bool:
+        try:
+            return int(self._connection.get_option("reconnection_retries")) == 0
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
 
-def _answer(path: str, wait: float) -> dict[str, object] | None:
-    """The runner's successful answer from `path` (written atomically), or None."""
+
+def _read_answer(path: str, wait: float) -> dict[str, object] | None:
+    """The runner's answer from `path` (written atomically), or None when none came."""
     if not path:
         return None
     deadline = time.monotonic() + wait
@@ -58,7 +73,12 @@ def _answer(path: str, wait: float) -> dict[str, object] | None:
             time.sleep(_POLL_S)
         except (OSError, ValueError):
             return None
-    if not isinstance(data, dict) or data.get("rc") != 0:
+    return data if isinstance(data, dict) else None
+
+
+def _success(data: dict[str, object] | None) -> dict[str, object] | None:
+    """The task's result from a successful answer, or None."""
+    if data is None or data.get("rc") != 0:
         return None
     stdout = str(data.get("stdout", ""))
     return {"rc": 0, "stdout": stdout, "stdout_lines": stdout.splitlines(), "stderr": ""}
