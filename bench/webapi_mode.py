@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -93,8 +94,11 @@ def raw_app(root: Path) -> Callable[..., Iterable[bytes]]:
                 while left > 0 and (chunk := body.read(min(CHUNK, left))):
                     fh.write(chunk)
                     left -= len(chunk)
+                received = fh.tell()
             start_response("200 OK", [("Content-Type", "application/json")])
-            return [b"{}"]
+            # The upload answer our client checks (webapi.contract.calc.FileAck).
+            ack = {"name": path.name, "received": received, "complete": True}
+            return [json.dumps(ack).encode()]
         fh = path.open("rb")
         size = str(os.fstat(fh.fileno()).st_size)
         start_response(

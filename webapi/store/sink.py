@@ -1,0 +1,105 @@
+"""Write an upload's blocks to its file while a helper thread hashes them and the kernel starts
+writing them out, so neither the sha256 nor the final fsync waits for the whole file."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import queue
+import threading
+from typing import Any
+
+# Ask the kernel to start writing back every this many bytes (not a durability point: the
+# final fsync is). Without it 1 GiB sits dirty in the page cache and the fsync that must come
+# before the acknowledgement waits for all of it.
+WRITEBACK_BYTES = 16 << 20
+# Blocks handed to the hashing thread but not yet hashed: bounds the memory an upload holds.
+QUEUE_BLOCKS = 2
+# Below this many bytes a thread costs more than it saves: hash on the request's thread.
+THREAD_MIN_BYTES = 4 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _libc_sync_file_range() -> Any:
+    """glibc's sync_file_range(2), or None where there is none (not Linux, or no glibc)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _libc_sync_file_range()
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range of the file to disk without waiting for it (best effort)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+class HashingWriter:
+    """Append blocks to `fd` (at its current position) and feed them, in order, to `digest`.
+
+    For a large body the hashing runs on a helper thread (hashlib drops the GIL for big
+    buffers), so reading the socket, writing and hashing overlap; `hexdigest()` waits for it.
+    Always end with `hexdigest()` or `close()`, which stop the thread.
+    """
+
+    def __init__(self, fd: int, digest: Any, start: int, expected: int | None) -> None:
+        self.fd, self.digest = fd, digest
+        self._flushed = self._written = start
+        self._queue: queue.Queue[bytes | None] | None = None
+        self._thread: threading.Thread | None = None
+        if expected is None or expected >= THREAD_MIN_BYTES:
+            self._queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+            self._thread = threading.Thread(target=self._hash_loop, name="upload-sha256")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def _hash_loop(self) -> None:
+        assert self._queue is not None
+        while (block := self._queue.get()) is not None:
+            self.digest.update(block)
+
+    def write(self, block: bytes) -> None:
+        view = memoryview(block)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        if self._queue is not None:
+            self._queue.put(block)
+        else:
+            self.digest.update(block)
+        self._written += len(block)
+        if self._written - self._flushed >= WRITEBACK_BYTES:
+            start_writeback(self.fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
+
+    def close(self) -> None:
+        """Stop the hashing thread (after it has hashed everything queued)."""
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)  # the thread drains the queue, so this never blocks for long
+            self._thread.join()
+            self._thread = self._queue = None
+
+    def hexdigest(self) -> str:
+        self.close()
+        return str(self.digest.hexdigest())
+
+
+def hash_prefix(fd: int, size: int, chunk: int = 1 << 20) -> Any:
+    """A sha256 object fed with the first `size` bytes of the file (a resumed upload's part)."""
+    digest = hashlib.sha256()
+    done = 0
+    while done < size:
+        block = os.pread(fd, min(chunk, size - done), done)
+        if not block:
+            break
+        digest.update(block)
+        done += len(block)
+    return digest
