@@ -222,6 +222,10 @@ class FileTransfers:
         """
         store = self.store
         final, part = self.paths(calc_id, kind, name)
+        with store.lock():
+            calc = store.load(calc_id)
+            if _entry(calc, kind, name).complete:
+                return calc, _entry(calc, kind, name)  # a retry after a lost answer
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
         try:
             size = os.fstat(fd).st_size
@@ -232,7 +236,7 @@ class FileTransfers:
             calc = store.load(calc_id)
             entry = _entry(calc, kind, name)
             if entry.complete:
-                return calc, entry  # a retry after a lost answer: already in place
+                return calc, entry  # completed by another request meanwhile
             _check_writable(calc, kind, lease_id)
             if size != entry.size or sha256 != entry.sha256:
                 raise ChecksumMismatch(
@@ -339,4 +343,3 @@ class FileTransfers:
                 "uploaded; it was discarded: send it again from offset 0"
             )
         return saved
-
