@@ -16,7 +16,7 @@ each server in its own subprocess (`extcomp-api serve`), so its memory is its ow
      server), i.e. from the moment a poller was asking and a calc was there; claims per calc id
      are counted (double claims must be 0, none missing)
 
-    .venv/bin/python bench/webapi_mode.py   # full: 1 GiB x3, 30 pickups, 200 pollers/1000 calcs
+    .venv/bin/python bench/webapi_mode.py   # full: 1 GiB x5, 30 pickups, 200 pollers/1000 calcs
     .venv/bin/python bench/webapi_mode.py --quick  # 64 MiB x2, 8 pickups, 50 pollers/200 calcs
     .venv/bin/python bench/webapi_mode.py --cases b,c
 
@@ -61,7 +61,7 @@ from webapi.transport import Transport, TransportSettings  # noqa: E402
 MIB = 1 << 20
 CHUNK = MIB
 SITE, STAMP = "bench", "stamp"
-TARGET_RATIO = 0.8  # (a) ours >= 0.8x raw MiB/s
+TARGET_RATIO = 0.95  # (a) ours >= 0.95x raw MiB/s, upload and download (issue 14)
 TARGET_RSS_MIB = 64.0  # (a) server peak RSS growth
 TARGET_PICKUP_S = 0.5  # (b) median
 TARGET_CLAIM_P99_S = 1.0  # (c)
@@ -78,7 +78,7 @@ class Sizes:
     drain_limit_s: float
 
 
-FULL = Sizes(mib=1024, runs=3, pickups=30, pollers=200, calcs=1000, drain_limit_s=180)
+FULL = Sizes(mib=1024, runs=5, pickups=30, pollers=200, calcs=1000, drain_limit_s=180)
 QUICK = Sizes(mib=64, runs=2, pickups=8, pollers=50, calcs=200, drain_limit_s=40)
 
 

@@ -149,7 +149,7 @@ class FileTransfers:
         # One pass: hash what is written as it is written (and, on a resume, the bytes already
         # here, once); the commit then only checks that the file still has those bytes.
         os.lseek(fd, offset, os.SEEK_SET)
-        writer = HashingWriter(fd, hash_prefix(fd, offset), offset, length)
+        writer = HashingWriter(fd, hash_prefix(fd, offset), offset)
         written, truncated, too_big = 0, False, False
         remaining = length
         try:

@@ -7,9 +7,9 @@ import ctypes
 import ctypes.util
 import hashlib
 import os
-import queue
-import threading
 from typing import Any
+
+from webapi.hashing import BackgroundHash
 
 # Ask the kernel to start writing back every this many bytes (not a durability point: the
 # final fsync is). Without it 1 GiB sits dirty in the page cache and the fsync that must come
@@ -17,8 +17,6 @@ from typing import Any
 WRITEBACK_BYTES = 16 << 20
 # Blocks handed to the hashing thread but not yet hashed: bounds the memory an upload holds.
 QUEUE_BLOCKS = 2
-# Below this many bytes a thread costs more than it saves: hash on the request's thread.
-THREAD_MIN_BYTES = 4 << 20
 _SYNC_FILE_RANGE_WRITE = 2
 
 
@@ -44,37 +42,20 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class HashingWriter:
-    """Append blocks to `fd` (at its current position) and feed them, in order, to `digest`.
+    """Append blocks to `fd` (at its current position) and feed them, in order, to a sha256
+    that runs on a helper thread for a large body (webapi.hashing), so reading the socket,
+    writing and hashing overlap. Always end with `hexdigest()` or `close()`."""
 
-    For a large body the hashing runs on a helper thread (hashlib drops the GIL for big
-    buffers), so reading the socket, writing and hashing overlap; `hexdigest()` waits for it.
-    Always end with `hexdigest()` or `close()`, which stop the thread.
-    """
-
-    def __init__(self, fd: int, digest: Any, start: int, expected: int | None) -> None:
-        self.fd, self.digest = fd, digest
+    def __init__(self, fd: int, digest: Any, start: int) -> None:
+        self.fd = fd
+        self._hash = BackgroundHash(digest, depth=QUEUE_BLOCKS)
         self._flushed = self._written = start
-        self._queue: queue.Queue[bytes | None] | None = None
-        self._thread: threading.Thread | None = None
-        if expected is None or expected >= THREAD_MIN_BYTES:
-            self._queue = queue.Queue(maxsize=QUEUE_BLOCKS)
-            self._thread = threading.Thread(target=self._hash_loop, name="upload-sha256")
-            self._thread.daemon = True
-            self._thread.start()
-
-    def _hash_loop(self) -> None:
-        assert self._queue is not None
-        while (block := self._queue.get()) is not None:
-            self.digest.update(block)
 
     def write(self, block: bytes) -> None:
         view = memoryview(block)
         while view:
             view = view[os.write(self.fd, view) :]
-        if self._queue is not None:
-            self._queue.put(block)
-        else:
-            self.digest.update(block)
+        self._hash.update(block)
         self._written += len(block)
         if self._written - self._flushed >= WRITEBACK_BYTES:
             start_writeback(self.fd, self._flushed, self._written - self._flushed)
@@ -82,14 +63,10 @@ class HashingWriter:
 
     def close(self) -> None:
         """Stop the hashing thread (after it has hashed everything queued)."""
-        if self._thread is not None and self._queue is not None:
-            self._queue.put(None)  # the thread drains the queue, so this never blocks for long
-            self._thread.join()
-            self._thread = self._queue = None
+        self._hash.close()
 
     def hexdigest(self) -> str:
-        self.close()
-        return str(self.digest.hexdigest())
+        return self._hash.hexdigest()
 
 
 def hash_prefix(fd: int, size: int, chunk: int = 1 << 20) -> Any:

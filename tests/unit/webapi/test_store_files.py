@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from webapi import hashing
 from webapi.calcs import Calc
 from webapi.contract.calc import CalcState, FileEntry
 from webapi.errors import BadRequest, ChecksumMismatch, Conflict, InsufficientStorage
@@ -22,7 +23,7 @@ from webapi.store.base import NewCalcRequest
 from webapi.store.yaml_store import YamlJobStore
 
 MIB = 1 << 20
-# Larger than THREAD_MIN_BYTES and WRITEBACK_BYTES, so the helper thread and the early
+# Larger than hashing.THREAD_MIN_BYTES and sink.WRITEBACK_BYTES, so the helper thread and the early
 # writeback both take part.
 BIG = os.urandom(20 * MIB)
 NAME = "in.bin"
@@ -39,7 +40,7 @@ def new_calc(store: YamlJobStore, data: bytes = BIG) -> Calc:
 
 
 def hash_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "upload-sha256"]
+    return [t for t in threading.enumerate() if t.name == "sha256"]
 
 
 def put(store: YamlJobStore, calc: Calc, body: bytes, offset: int = 0, length: int = -1) -> Calc:
@@ -222,15 +223,26 @@ def test_adopt_gives_the_file_back_when_the_record_cannot_be_saved(
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("size", [0, 10, sink.THREAD_MIN_BYTES + 1])
+@pytest.mark.parametrize("size", [0, 10, hashing.THREAD_MIN_BYTES + 1])
 def test_hashing_writer_matches_hashlib(tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
     try:
-        writer = sink.HashingWriter(fd, hashlib.sha256(), 0, size)
+        writer = sink.HashingWriter(fd, hashlib.sha256(), 0)
         for i in range(0, size, 65536 + 7):
             writer.write(data[i : i + 65536 + 7])
         assert writer.hexdigest() == sha(data)
     finally:
         os.close(fd)
     assert (tmp_path / "f").read_bytes() == data
+
+
+def test_a_dropped_background_hash_stops_its_thread() -> None:
+    """A decode that fails mid-file never reaches close(): the thread still ends."""
+    bg = hashing.BackgroundHash()
+    bg.update(os.urandom(hashing.THREAD_MIN_BYTES))
+    thread = bg._thread
+    assert thread is not None and thread.is_alive()
+    del bg
+    thread.join(timeout=30)
+    assert not thread.is_alive()
