@@ -6,8 +6,9 @@ each server in its own subprocess (`extcomp-api serve`), so its memory is its ow
   a  upload (PUT input) and download (GET input) of 1 GiB through our API vs a minimal raw
      streaming WSGI app (RAW_APP below) on the same server software (cheroot, same TLS adapter,
      same thread count and timeout); both driven by our client code (`webapi.transport`:
-     streamed from/to disk with requests). MiB/s, ratio ours/raw, and our server's peak RSS
-     growth (VmHWM after the transfers minus VmHWM after a small warm-up)
+     streamed from/to disk with requests). MiB/s, ratio ours/raw, each server's CPU seconds
+     per GiB (all its threads; load on the machine moves it less than wall time), and our
+     server's peak RSS growth (VmHWM after the transfers minus VmHWM after a small warm-up)
   b  pickup latency: a real `extcomp-poller` subprocess idle in its long-poll, a calc with one
      small input; from the client's request that queues it (the last input PUT) to the
      allow-listed program (`date +%s.%N > FILE`) starting; also from the registration
@@ -148,6 +149,12 @@ class Proc:
                 return int(line.split()[1])
         raise RuntimeError(f"no {key} in /proc/{self.proc.pid}/status")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process, all its threads (less moved by other
+        load on the machine than wall time)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @contextmanager
 def subprocess_server(argv: list[str], log: Path) -> Iterator[Proc]:
@@ -246,6 +253,11 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         for s in ("ours", "raw")
         for d in ("upload", "download")
     }
+    cpu = {
+        f"{s} {d}": Samples(f"{s} {d} server CPU", "s/GiB")
+        for s in ("ours", "raw")
+        for d in ("upload", "download")
+    }
     rss: dict[str, dict[str, float]] = {}
     threads = 16
     raw_root = tmp / "raw-root"
@@ -293,12 +305,16 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
                     else:
                         path, tr = f"/files/in-{run}.bin", t_raw
                     dest = tmp / "a-dest.bin"
-                    start = time.perf_counter()
+                    proc = ours.srv if side == "ours" else raw
+                    cpu0, start = proc.cpu_seconds(), time.perf_counter()
                     tr.upload(path, src)
                     rates[f"{side} upload"].add(sizes.mib / (time.perf_counter() - start))
-                    start = time.perf_counter()
+                    cpu1, start = proc.cpu_seconds(), time.perf_counter()
                     tr.download(path, dest, size=size, sha256=digest)
                     rates[f"{side} download"].add(sizes.mib / (time.perf_counter() - start))
+                    cpu2 = proc.cpu_seconds()
+                    cpu[f"{side} upload"].add((cpu1 - cpu0) * 1024 / sizes.mib)
+                    cpu[f"{side} download"].add((cpu2 - cpu1) * 1024 / sizes.mib)
                     dest.unlink()
             for name, proc in (("ours", ours.srv), ("raw", raw)):
                 peak = proc.status_kib("VmHWM")
@@ -317,8 +333,10 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         "size_mib": sizes.mib,
         "runs": sizes.runs,
         "rates": {k: v.to_dict() for k, v in rates.items()},
+        "server_cpu_s_per_gib": {k: v.to_dict() for k, v in cpu.items()},
         "server_rss": rss,
         "_samples": rates,
+        "_cpu": cpu,
     }
 
 
@@ -581,6 +599,9 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
                 f"{ratio:.2f}x",
             )
             summary.append(f"{d} {ratio:.2f}x raw")
+        for d in ("upload", "download"):
+            for side in ("raw", "ours"):
+                row("a", f"{side} {d} server CPU", a["_cpu"][f"{side} {d}"], "min median", "", None)
         growth = a["server_rss"]["ours"]["growth_mib"]
         row(
             "a",
@@ -705,6 +726,7 @@ def main() -> int:
     print(f"\nsummary: {'all targets met' if ok else 'target MISSED'}: " + "; ".join(summary))
     for res in results.values():
         res.pop("_samples", None)
+        res.pop("_cpu", None)
     path = write_json(
         "webapi",
         {
