@@ -1,5 +1,5 @@
-"""Our cheroot socket files: large reads land whole in one buffer, writes send from a view,
-in order with what cheroot buffered, intact when the peer reads slowly (partial sends)."""
+"""Our cheroot socket writer: it sends from a view of each block, in order with what cheroot
+buffered, intact when the peer reads slowly (many partial sends)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ import os
 import socket
 import threading
 
-from webapi.server.serve import _SocketReader, _SocketWriter
+from webapi.server.serve import _SocketWriter
 
 MIB = 1 << 20
-
-
-def test_a_large_read_returns_exactly_what_was_sent_and_counts_it() -> None:
-    a, b = socket.socketpair()
-    data = os.urandom(3 * MIB + 123)
-    sender = threading.Thread(target=a.sendall, args=(data,))
-    sender.start()
-    try:
-        reader = _SocketReader(b, "rb")
-        head = reader.read(10)  # small reads keep cheroot's buffered path
-        block = reader.read(2 * MIB)
-        rest = reader.read(len(data) - 10 - 2 * MIB)
-        assert isinstance(block, bytes) and len(block) == 2 * MIB
-        assert head + block + rest == data
-        assert reader.bytes_read == len(data)
-        a.close()
-        assert reader.read(MIB) == b""  # end of stream: empty, as before
-    finally:
-        sender.join()
-        a.close()
-        b.close()
 
 
 def test_writes_arrive_whole_and_in_order_through_partial_sends() -> None:

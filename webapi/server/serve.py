@@ -71,27 +71,11 @@ class _SocketWriter(makefile.StreamWriter):
         return len(b)
 
 
-class _SocketReader(makefile.StreamReader):
-    """cheroot's socket reader (pure-Python `_pyio`), but a large `read(n)` lands in one buffer:
-    the stock one allocates and zeroes an n-byte buffer for every socket read and keeps the
-    few KiB one TLS record gave, so a 1 MiB upload block cost ~64 MiB of memset."""
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0 or size <= self.buffer_size:  # type: ignore[attr-defined]
-            return super().read(size)  # type: ignore[no-untyped-call,no-any-return]
-        buf = bytearray(size)
-        n = self.readinto(buf) or 0  # straight into buf, one socket read after another
-        del buf[n:]
-        self.bytes_read += n
-        return bytes(buf)
-
-
 class _Connection(server.HTTPConnection):
     RequestHandlerClass = _Request
 
     def __init__(self, srv: Any, sock: Any, mf: Any = makefile.MakeFile) -> None:
         super().__init__(srv, sock, mf)
-        self.rfile = _SocketReader(sock, "rb", self.rbufsize)
         self.wfile = _SocketWriter(sock, "wb", self.wbufsize)
 
 
