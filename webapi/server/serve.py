@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cheroot import server, wsgi
+from cheroot import makefile, server, wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from webapi.errors import ConfigError
@@ -54,8 +54,30 @@ class _Request(server.HTTPRequest):
                 watchdog.disarm(sock)
 
 
+class _SocketWriter(makefile.StreamWriter):
+    """cheroot's socket writer without its copies: cheroot appends each block to a buffer and,
+    after every partial send, copies all that is still unsent (`bytes(buffer)`). A TLS send
+    returns after what fits in the socket buffer, so a 1 MiB download block was copied many
+    times over (quadratic in the block size). Here a block is sent from a view of itself."""
+
+    def write(self, b: Any) -> int:
+        self._checkClosed()
+        with self._write_lock:  # type: ignore[attr-defined]
+            self._flush_unlocked()  # type: ignore[attr-defined]  # what is buffered goes first
+            with memoryview(b) as view, view.cast("B") as data:
+                sent = 0
+                while sent < len(data):
+                    sent += self.raw.write(data[sent:]) or 0
+        self.bytes_written += len(b)
+        return len(b)
+
+
 class _Connection(server.HTTPConnection):
     RequestHandlerClass = _Request
+
+    def __init__(self, srv: Any, sock: Any, mf: Any = makefile.MakeFile) -> None:
+        super().__init__(srv, sock, mf)
+        self.wfile = _SocketWriter(sock, "wb", self.wbufsize)
 
 
 # A connection the peer (or our watchdog) closed under cheroot's feet: a TLS handshake or request

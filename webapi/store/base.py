@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
 from webapi.calcs import Calc
@@ -104,6 +105,15 @@ class JobStore(Protocol):
         offset: int,
         body: BinaryIO,
         length: int | None,
+        lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]: ...
+    def adopt_file(
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        source: Path,
+        sha256: str,
         lease_id: str | None,
     ) -> tuple[Calc, FileEntry]: ...
     def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]: ...

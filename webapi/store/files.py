@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
-import hashlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from webapi import calcs
 from webapi.calcs import Calc
@@ -25,6 +25,7 @@ from webapi.errors import (
 )
 from webapi.fs import FileLock, disk_full, fsync_dir
 from webapi.store.base import Kind
+from webapi.store.sink import HashingWriter, hash_prefix
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -147,8 +148,8 @@ class FileTransfers:
         os.ftruncate(fd, offset)
         # One pass: hash what is written as it is written (and, on a resume, the bytes already
         # here, once); the commit then only checks that the file still has those bytes.
-        digest = _hash_prefix(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
+        writer = HashingWriter(fd, hash_prefix(fd, offset), offset)
         written, truncated, too_big = 0, False, False
         remaining = length
         try:
@@ -164,14 +165,16 @@ class FileTransfers:
                 if offset + written + len(block) > entry.size:
                     too_big = True
                     break
-                _write_all(fd, block)
-                digest.update(block)
+                writer.write(block)
                 written += len(block)
                 if remaining is not None:
                     remaining -= len(block)
+            sha256 = writer.hexdigest()
             if not too_big:
+                # The one durability point of this request: before it is acknowledged.
                 os.fsync(fd)
         except OSError as exc:
+            writer.close()
             if not disk_full(exc):
                 raise
             os.ftruncate(fd, offset)  # give the space back; the upload resumes from offset
@@ -179,14 +182,17 @@ class FileTransfers:
                 f"{kind[:-1]} {name!r}: the server's disk is full ({exc.strerror}); nothing was "
                 f"lost: resume from offset {offset} later"
             ) from None
+        except BaseException:
+            writer.close()
+            raise
         if too_big:
             os.ftruncate(fd, offset)
             raise TooLarge(f"{kind[:-1]} {name!r}: the body is larger than the declared size")
         received = offset + written
-        if received == entry.size and digest.hexdigest() != entry.sha256:
+        if received == entry.size and sha256 != entry.sha256:
             self._commit(calc_id, kind, name, 0, None, part, fd, received)
             raise ChecksumMismatch(
-                f"{kind[:-1]} {name!r}: sha256 of the received bytes is {digest.hexdigest()}, "
+                f"{kind[:-1]} {name!r}: sha256 of the received bytes is {sha256}, "
                 f"not {entry.sha256}; the upload was discarded, send it again from offset 0"
             )
         done = final if received == entry.size else None
@@ -197,6 +203,86 @@ class FileTransfers:
                 f"resume from offset {received}"
             )
         return calc, _entry(calc, kind, name)
+
+    def adopt(
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        source: Path,
+        sha256: str,
+        lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]:
+        """Make `source` (a whole file already written elsewhere in the data dir, its sha256
+        computed as it was written) the calc's file by renaming it: no copy, no second hash.
+
+        The file is fsynced first, then renamed, then its dir is fsynced, and only then is it
+        recorded; a file of another size or sha256 than declared is refused and left to the
+        caller. A `source` on another file system is copied through `write` instead.
+        """
+        store = self.store
+        final, part = self.paths(calc_id, kind, name)
+        with store.lock():
+            calc = store.load(calc_id)
+            if _entry(calc, kind, name).complete:
+                return calc, _entry(calc, kind, name)  # a retry after a lost answer
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            size = os.fstat(fd).st_size
+            os.fsync(fd)  # durable before it is recorded: the rename below only moves a name
+        finally:
+            os.close(fd)
+        with store.lock():
+            calc = store.load(calc_id)
+            entry = _entry(calc, kind, name)
+            if entry.complete:
+                return calc, entry  # completed by another request meanwhile
+            _check_writable(calc, kind, lease_id)
+            if size != entry.size or sha256 != entry.sha256:
+                raise ChecksumMismatch(
+                    f"{kind[:-1]} {name!r}: the file has {size} bytes with sha256 {sha256}, not "
+                    f"the declared {entry.size} bytes with sha256 {entry.sha256}"
+                )
+            part.parent.mkdir(parents=True, exist_ok=True)
+            pfd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                # An upload of the same file through the native route holds its part file:
+                # let it finish rather than swap the file under it.
+                try:
+                    fcntl.flock(pfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise Conflict(
+                        f"another upload of {name!r} is in progress; retry later"
+                    ) from None
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(source, final)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    crossed = True
+                else:
+                    crossed = False
+                    fsync_dir(final.parent)
+                if not crossed:
+                    os.unlink(part)  # nothing partial is left of an earlier, broken upload
+                    new = _record(calc, kind, name, entry.size, time.time())
+                    try:
+                        saved = store.save(calc, new)
+                    except OSError:
+                        os.replace(final, source)  # not recorded: give it back to the caller
+                        raise
+                    if new.state is not calc.state:
+                        log.info("calc %s: %s → %s", calc_id, calc.state, new.state)
+                    return saved, _entry(saved, kind, name)
+            finally:
+                os.close(pfd)
+        # Another file system (a staging dir mounted elsewhere): copy it, resuming any part.
+        with open(source, "rb") as fh:
+            fh.seek(entry.received)
+            return self.write(
+                calc_id, kind, name, entry.received, fh, size - entry.received, lease_id
+            )
 
     def _commit(
         self,
@@ -220,6 +306,8 @@ class FileTransfers:
             calc = store.load(calc_id)
             # A cancel (or lease loss) during the upload wins: keep nothing, change nothing.
             _check_writable(calc, kind, None)
+            if _entry(calc, kind, name).complete:
+                raise Conflict(f"{kind[:-1]} {name!r} was completed by another request meanwhile")
             size = os.fstat(fd).st_size
             changed = size != written
             if changed:
@@ -255,22 +343,3 @@ class FileTransfers:
                 "uploaded; it was discarded: send it again from offset 0"
             )
         return saved
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _hash_prefix(fd: int, size: int) -> Any:
-    """A sha256 object fed with the first `size` bytes of the file."""
-    digest = hashlib.sha256()
-    done = 0
-    while done < size:
-        block = os.pread(fd, min(CHUNK, size - done), done)
-        if not block:
-            break
-        digest.update(block)
-        done += len(block)
-    return digest

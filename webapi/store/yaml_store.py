@@ -315,6 +315,17 @@ class YamlJobStore:
     ) -> tuple[Calc, FileEntry]:
         return self.files.write(calc_id, kind, name, offset, body, length, lease_id)
 
+    def adopt_file(
+        self,
+        calc_id: str,
+        kind: Kind,
+        name: str,
+        source: Path,
+        sha256: str,
+        lease_id: str | None,
+    ) -> tuple[Calc, FileEntry]:
+        return self.files.adopt(calc_id, kind, name, source, sha256, lease_id)
+
     def open_file(self, calc_id: str, kind: Kind, name: str) -> tuple[BinaryIO, int]:
         calc = self.get(calc_id)
         entry = calc.input(name) if kind == "inputs" else calc.result(name)

@@ -9,12 +9,13 @@ string with padding at the very end only.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from webapi.hashing import BackgroundHash
 
 # 192 KiB in, 256 KiB out: one b2a_base64 call's input and output stay in the CPU's L2 cache,
 # ~35 % faster here than 768 KiB blocks; a multiple of 3, so no block but the last is padded.
@@ -134,7 +135,8 @@ class FileSink(Base64Decoder):
         super().__init__(label)
         self.path, self._take, self._sync = path, take, sync
         self._fh: BinaryIO = open(path, "xb")  # noqa: SIM115 - closed in close()/abort()
-        self._digest = hashlib.sha256()
+        # Hashed on a helper thread while this one parses, decodes and writes.
+        self._digest = BackgroundHash()
 
     def _emit(self, raw: bytes) -> None:
         if self._take is not None:
@@ -151,6 +153,7 @@ class FileSink(Base64Decoder):
         return DecodedFile(self.path, self.size, self._digest.hexdigest())
 
     def abort(self) -> None:
+        self._digest.close()
         self._fh.close()
 
 

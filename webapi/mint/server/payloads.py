@@ -9,11 +9,11 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from webapi.errors import BadRequest, TooLarge
 from webapi.fs import TMP_PREFIX
-from webapi.mint.codec.b64 import BadContent, DecodedFile, FileSink
+from webapi.mint.codec.b64 import BadContent, FileSink
 from webapi.mint.codec.bodies import Piece, body_length, iter_body
 from webapi.mint.codec.jsonstream import JsonError, SinkFor, StreamParser
 from webapi.server.routing import Stream
@@ -68,12 +68,6 @@ def parse_body(read: Callable[[int], bytes], sink_for: SinkFor) -> dict[str, Any
     if not isinstance(doc, dict):
         raise BadRequest("the JSON body must be an object")
     return doc
-
-
-def open_staged(staged: DecodedFile, offset: int = 0) -> BinaryIO:
-    fh = open(staged.path, "rb")  # noqa: SIM115 - the caller closes it
-    fh.seek(offset)
-    return fh
 
 
 def stream_json(pieces: list[Piece], on_sent: Callable[[], None] | None = None) -> Stream:

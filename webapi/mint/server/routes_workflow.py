@@ -19,7 +19,7 @@ from webapi.mint.codec.mime import sniff
 from webapi.mint.server import mapping
 from webapi.mint.server.documents import bare_name, check_site_command, parse_calc_info
 from webapi.mint.server.envelope import Body, mint_route, ok
-from webapi.mint.server.payloads import Budget, Staging, open_staged, parse_body, stream_json
+from webapi.mint.server.payloads import Budget, Staging, parse_body, stream_json
 from webapi.server.auth import Principal
 from webapi.server.routes_workflow import check_someone_serves
 from webapi.server.routing import Deps, Stream, require_owner
@@ -53,22 +53,21 @@ def check_quota_early(body: Body, quota: int, what: str) -> None:
 def store_staged(
     deps: Deps, calc: Calc, kind: str, files: dict[str, DecodedFile], lease: str | None
 ) -> None:
-    """Copy staged files into the calc through the store's own upload path (state re-checked)."""
+    """Move staged files into the calc (renamed, not copied: the staging dir is in the data dir;
+    their sha256 was computed as they were decoded), the calc's state re-checked by the store."""
     entries = calc.inputs if kind == "inputs" else calc.results
     for entry in entries:
         staged = files.get(entry.name)
         if staged is None or entry.complete:
             continue  # empty files need no upload; a retried send-results may be half stored
-        with open_staged(staged, entry.received) as fh:
-            deps.store.write_file(
-                calc.id,
-                kind,  # type: ignore[arg-type]
-                entry.name,
-                entry.received,
-                fh,
-                staged.size - entry.received,
-                lease,
-            )
+        deps.store.adopt_file(
+            calc.id,
+            kind,  # type: ignore[arg-type]
+            entry.name,
+            staged.path,
+            staged.sha256,
+            lease,
+        )
 
 
 def _result_pieces(deps: Deps, calc: Calc) -> list[Piece]:
