@@ -142,6 +142,8 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
                         "load": os.getloadavg(),
                     }
                 )
+                prog.clear()  # one line per round as it ends: a long run shows its trend
+                print(f"round {rnd + 1}: {seconds:.1f} s, {records} state records", flush=True)
         finally:
             for p in pollers:
                 stop_proc(p)

@@ -199,13 +199,14 @@ def server(base: Path, tls: tuple[Path, Path], threads: int) -> Iterator[Server]
     token, admin = (json.loads(tokens.read_text())[k] for k in ("bench", "ops"))
     argv = [sys.executable, "-m", "webapi.cli", "serve", "--config", str(base / "config.yml")]
     log = base / "server.log"
+    seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
     started = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = ""
         while not url:
             time.sleep(0.02)
-            text = log.read_text() if log.exists() else ""
+            text = log.read_text()[seen:] if log.exists() else ""
             if "listening on " in text:
                 url = text.split("listening on ", 1)[1].split()[0]
             if proc.poll() is not None:
