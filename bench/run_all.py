@@ -4,7 +4,7 @@
 others' numbers. Each script prints its own table and writes its own JSON; this prints one
 summary table at the end and exits 1 if any benchmark missed or failed.
 
-    python bench/run_all.py [--quick] [--only ssh_step,webapi_mode,mint_compat]
+    python bench/run_all.py [--quick] [--only ssh_step,webapi_mode,...]
 """
 
 from __future__ import annotations
@@ -21,9 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BENCH_DIR, format_table  # found through the sys.path line above
 
-BENCHMARKS = ("ssh_step", "webapi_mode", "mint_compat")
+BENCHMARKS = ("ssh_step", "webapi_mode", "mint_compat", "store_scale", "poller_rounds")
 # Each script's own form of "small sizes, a smoke test".
-QUICK = {"ssh_step": ["--quick"], "webapi_mode": ["--quick"], "mint_compat": ["--size-mib", "16"]}
+QUICK = {
+    "ssh_step": ["--quick"],
+    "webapi_mode": ["--quick"],
+    "mint_compat": ["--size-mib", "16"],
+    "store_scale": ["--quick"],
+    "poller_rounds": ["--quick"],
+}
 
 
 @dataclass(frozen=True)

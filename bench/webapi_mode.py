@@ -423,11 +423,25 @@ def case_b(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
 
 
 # -- (c) many pollers -----------------------------------------------------------------------
+def claim_threads(pollers: int) -> int:
+    """Server threads for `pollers` parked long-polls: each holds a worker thread and the server
+    answers claims past threads-8 at once (routes_poller.RESERVED_THREADS), plus the clients'."""
+    return pollers + 8 + 32
+
+
 def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> dict[str, Any]:
-    n, m = sizes.pollers, sizes.calcs
-    # Each parked long-poll holds a worker thread and the server answers claims past threads-8
-    # at once (routes_poller.RESERVED_THREADS): give it the pollers plus room for the clients.
-    threads = n + 8 + 32
+    threads = claim_threads(sizes.pollers)
+    with api_server(
+        tmp / "c-srv", tls, threads=threads, lease_seconds=3600, claim_wait_max=50
+    ) as api:
+        out = claim_storm(api, sizes.pollers, sizes.calcs, sizes.drain_limit_s, prog, "c")
+    return {**out, "server_threads": threads}
+
+
+def claim_storm(
+    api: Api, n: int, m: int, drain_limit_s: float, prog: Progress, tag: str
+) -> dict[str, Any]:
+    """`n` long-polling pollers (threads) claim `m` calcs queued in a burst through `api`."""
     lock = threading.Lock()
     claims: list[tuple[str, float, float]] = []  # (calc id, claim sent, answered)
     empty_polls = [0]
@@ -436,87 +450,84 @@ def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     ready = threading.Barrier(n + 1)
     created: dict[str, float] = {}
 
-    with api_server(
-        tmp / "c-srv", tls, threads=threads, lease_seconds=3600, claim_wait_max=50
-    ) as api:
-        url = f"{api.srv.url}/api/v1/sites/{SITE}/claim"
-        deadline = time.monotonic() + sizes.drain_limit_s
+    url = f"{api.srv.url}/api/v1/sites/{SITE}/claim"
+    deadline = time.monotonic() + drain_limit_s
 
-        def session() -> requests.Session:
-            s = requests.Session()
-            s.trust_env = False
-            s.verify = str(api.ca)
-            s.headers["Authorization"] = f"Bearer {api.token}"
-            return s
+    def session() -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(api.ca)
+        s.headers["Authorization"] = f"Bearer {api.token}"
+        return s
 
-        def poller(idx: int) -> None:
-            s = session()
-            try:
-                s.get(f"{api.srv.url}/healthz", timeout=30)  # TLS handshake before the clock
-                ready.wait(timeout=60)
-                # Bounded: stops when all calcs are claimed or at the deadline, and each
-                # claim waits at most CLAIM_WAIT s, so the loop ends soon after either.
-                for _ in range(10 * m):
-                    if done.is_set() or time.monotonic() > deadline:
-                        return
-                    sent = time.time()
-                    r = s.post(
-                        url,
-                        json={"poller": f"p{idx}", "wait": CLAIM_WAIT},
-                        timeout=(10, CLAIM_WAIT + 30),
-                    )
-                    got = time.time()
-                    if r.status_code == 204:
-                        with lock:
-                            empty_polls[0] += 1
-                        continue
-                    if r.status_code != 200:
-                        raise RuntimeError(f"claim: HTTP {r.status_code} {r.text[:200]}")
-                    with lock:
-                        claims.append((r.json()["calc"]["id"], sent, got))
-                        if len(claims) >= m:
-                            done.set()
-            except Exception as exc:  # recorded; the run fails below
-                with lock:
-                    errors.append(f"poller {idx}: {exc}")
-            finally:
-                s.close()
-
-        local = threading.local()
-
-        def queue_one(_i: int) -> None:
-            if time.monotonic() > deadline:
-                return  # bounded: a server too slow to register them all fails the run below
-            if not hasattr(local, "s"):
-                local.s = session()
-            body = {"site": SITE, "command": STAMP, "args": [], "inputs": []}
-            r = local.s.post(f"{api.srv.url}/api/v1/calcs", json=body, timeout=60)
-            if r.status_code != 201 or r.json()["state"] != "queued":
-                raise RuntimeError(f"register: HTTP {r.status_code} {r.text[:200]}")
-            doc = r.json()
-            with lock:
-                created[doc["id"]] = parse_ts(doc["created"])
-
-        workers = [threading.Thread(target=poller, args=(i,), daemon=True) for i in range(n)]
-        for w in workers:
-            w.start()
-        prog.show(f"c: {n} pollers connecting")
-        ready.wait(timeout=60)
-        time.sleep(1.5)  # let every poller park in its long-poll before the burst
-        prog.show(f"c: queueing {m} calcs")
-        t0 = time.monotonic()
+    def poller(idx: int) -> None:
+        s = session()
         try:
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(queue_one, range(m)))
-            queue_s = time.monotonic() - t0
-            while not done.is_set() and time.monotonic() < deadline and not errors:
-                prog.show(f"c: {len(claims)}/{m} claimed")
-                done.wait(0.2)
-            drain_s = time.monotonic() - t0
+            s.get(f"{api.srv.url}/healthz", timeout=30)  # TLS handshake before the clock
+            ready.wait(timeout=60)
+            # Bounded: stops when all calcs are claimed or at the deadline, and each
+            # claim waits at most CLAIM_WAIT s, so the loop ends soon after either.
+            for _ in range(10 * m):
+                if done.is_set() or time.monotonic() > deadline:
+                    return
+                sent = time.time()
+                r = s.post(
+                    url,
+                    json={"poller": f"p{idx}", "wait": CLAIM_WAIT},
+                    timeout=(10, CLAIM_WAIT + 30),
+                )
+                got = time.time()
+                if r.status_code == 204:
+                    with lock:
+                        empty_polls[0] += 1
+                    continue
+                if r.status_code != 200:
+                    raise RuntimeError(f"claim: HTTP {r.status_code} {r.text[:200]}")
+                with lock:
+                    claims.append((r.json()["calc"]["id"], sent, got))
+                    if len(claims) >= m:
+                        done.set()
+        except Exception as exc:  # recorded; the run fails below
+            with lock:
+                errors.append(f"poller {idx}: {exc}")
         finally:
-            done.set()  # the pollers' loops end within CLAIM_WAIT s, also on an error here
-            for w in workers:
-                w.join(timeout=CLAIM_WAIT + 40)
+            s.close()
+
+    local = threading.local()
+
+    def queue_one(_i: int) -> None:
+        if time.monotonic() > deadline:
+            return  # bounded: a server too slow to register them all fails the run below
+        if not hasattr(local, "s"):
+            local.s = session()
+        body = {"site": SITE, "command": STAMP, "args": [], "inputs": []}
+        r = local.s.post(f"{api.srv.url}/api/v1/calcs", json=body, timeout=60)
+        if r.status_code != 201 or r.json()["state"] != "queued":
+            raise RuntimeError(f"register: HTTP {r.status_code} {r.text[:200]}")
+        doc = r.json()
+        with lock:
+            created[doc["id"]] = parse_ts(doc["created"])
+
+    workers = [threading.Thread(target=poller, args=(i,), daemon=True) for i in range(n)]
+    for w in workers:
+        w.start()
+    prog.show(f"{tag}: {n} pollers connecting")
+    ready.wait(timeout=60)
+    time.sleep(1.5)  # let every poller park in its long-poll before the burst
+    prog.show(f"{tag}: queueing {m} calcs")
+    t0 = time.monotonic()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(queue_one, range(m)))
+        queue_s = time.monotonic() - t0
+        while not done.is_set() and time.monotonic() < deadline and not errors:
+            prog.show(f"{tag}: {len(claims)}/{m} claimed")
+            done.wait(0.2)
+        drain_s = time.monotonic() - t0
+    finally:
+        done.set()  # the pollers' loops end within CLAIM_WAIT s, also on an error here
+        for w in workers:
+            w.join(timeout=CLAIM_WAIT + 40)
     per_calc = Counter(cid for cid, _s, _g in claims)
     latency = Samples("claim latency", "s")
     for cid, sent, got in claims:
@@ -524,7 +535,6 @@ def case_c(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     return {
         "pollers": n,
         "calcs": m,
-        "server_threads": threads,
         "claim_wait": CLAIM_WAIT,
         "claims": len(claims),
         "distinct": len(per_calc),

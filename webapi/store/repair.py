@@ -7,20 +7,31 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import replace
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from webapi import calcs
 from webapi.calcs import Calc
-from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
+from webapi.contract.calc import CALC_ID_RE, FINAL_STATES, CalcState, FileEntry
 from webapi.contract.names import sha256_file
-from webapi.fs import is_locked, is_temp, read_yaml, write_yaml_atomic
+from webapi.fs import is_locked, is_temp, write_yaml_atomic
+from webapi.store.finals import Final, signature
+from webapi.store.records import read_calc
 
 log = logging.getLogger(__name__)
+# Marker dirs derived from the records, rebuilt on every open: claim order, the reaper's list,
+# idempotent registrations, and registered calcs (for listings by state).
+INDEXES = ("queues", "running", "requests", "registered")
 
 
-def _remove_temp_files(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
+def _remove_temp_files(root: Path, unchanged: Collection[str]) -> None:
+    """Every `~tmp-*` file, except in the dirs of calcs `unchanged` since the finals index was
+    written (their dir mtime matched: no file was created in them since)."""
+    calcs_dir = os.path.join(root, "calcs")
+    for dirpath, dirs, files in os.walk(root):
+        if dirpath == calcs_dir and unchanged:
+            dirs[:] = [d for d in dirs if d not in unchanged]
         for name in files:
             if is_temp(name):
                 with contextlib.suppress(FileNotFoundError):
@@ -62,7 +73,7 @@ def _repair_calc(calc_dir: Path) -> Calc | None:
         shutil.rmtree(calc_dir, ignore_errors=True)
         return None
     try:
-        calc = Calc.from_record(read_yaml(path))
+        calc = read_calc(path)
     except Exception as exc:  # a corrupt record must not stop the server from starting
         log.error("repair: cannot read %s (%s); moved aside to calcs-broken/", path, exc)
         broken = calc_dir.parent.parent / "calcs-broken"
@@ -80,18 +91,42 @@ def _repair_calc(calc_dir: Path) -> Calc | None:
     return fixed
 
 
-def repair(root: Path) -> list[Calc]:
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What repair found: the calcs it read, and the final calcs it could skip (still final
+    and unchanged since the finals index was written) plus those it read, for the next index."""
+
+    calcs: list[Calc]
+    finals: dict[str, Final]
+
+
+def repair(root: Path, known: dict[str, Final] | None = None) -> Opened:
     """Remove crash leftovers and rebuild every index from the calc.yaml files (under the lock,
-    by the store's owner only); return the calcs found."""
-    _remove_temp_files(root)
+    by the store's owner only). A calc in `known` (the finals index) whose record and dir are
+    unchanged is not read: it is final and has nothing to repair."""
+    known = known or {}
+    names = [n for n in os.listdir(root / "calcs") if CALC_ID_RE.match(n)]
+    finals: dict[str, Final] = {}
+    for name in names:
+        entry = known.get(name)
+        if entry is not None and signature(root / "calcs" / name) == (entry.record, entry.folder):
+            finals[name] = entry
+    _remove_temp_files(root, finals)
     found = []
-    for name in sorted(os.listdir(root / "calcs")):
-        if CALC_ID_RE.match(name):
-            calc = _repair_calc(root / "calcs" / name)
-            if calc is not None:
-                found.append(calc)
+    for name in sorted(names):
+        if name in finals:
+            continue
+        calc = _repair_calc(root / "calcs" / name)
+        if calc is not None:
+            found.append(calc)
+            if calc.state in FINAL_STATES:
+                sig = signature(root / "calcs" / name)
+                if sig is not None:
+                    key = None if calc.request_id is None else calcs.request_key(calc.request_id)
+                    finals[name] = Final(sig[0], sig[1], calc.user, key)
     # Indexes are derived data: rebuild them from scratch in fresh dirs, then swap them in.
-    for index in ("queues", "running", "requests"):
+    parsed = {calc.id for calc in found}
+    for index in INDEXES:
         fresh = root / f"{index}.rebuild"
         shutil.rmtree(fresh, ignore_errors=True)
         fresh.mkdir()
@@ -106,11 +141,27 @@ def repair(root: Path) -> list[Calc]:
                 udir = fresh / calc.user
                 udir.mkdir(exist_ok=True)
                 (udir / calcs.request_key(calc.request_id)).write_text(calc.id)
+            elif index == "registered" and calc.state is CalcState.REGISTERED:
+                (fresh / calc.id).touch()
+        if index == "requests":  # the skipped final calcs' registrations
+            for cid, entry in finals.items():
+                if entry.request_key is not None and cid not in parsed:
+                    udir = fresh / entry.user
+                    udir.mkdir(exist_ok=True)
+                    (udir / entry.request_key).write_text(cid)
         old = root / f"{index}.old"
         shutil.rmtree(old, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(root / index, old)
         os.replace(fresh, root / index)
         shutil.rmtree(old, ignore_errors=True)
-    log.info("store: opened %s with %d calcs; indexes rebuilt", root, len(found))
-    return found
+    skipped = len(names) - len(found)
+    log.info(
+        "store: opened %s with %d calcs (%d read, %d final ones unchanged and not read); "
+        "indexes rebuilt",
+        root,
+        len(found) + skipped,
+        len(found),
+        skipped,
+    )
+    return Opened(found, finals)

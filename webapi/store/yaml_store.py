@@ -19,7 +19,7 @@ import yaml
 
 from webapi import calcs
 from webapi.calcs import Calc
-from webapi.contract.calc import CALC_ID_RE, CalcState, FileEntry
+from webapi.contract.calc import CALC_ID_RE, FINAL_STATES, CalcState, FileEntry
 from webapi.contract.names import safe_join
 from webapi.errors import (
     BadRequest,
@@ -30,7 +30,8 @@ from webapi.errors import (
     NotFound,
     TooLarge,
 )
-from webapi.fs import FileLock, OwnerLock, read_yaml, write_yaml_atomic
+from webapi.fs import FileLock, OwnerLock, write_yaml_atomic
+from webapi.store import finals
 from webapi.store.base import (
     Accept,
     ClaimTerms,
@@ -43,7 +44,8 @@ from webapi.store.base import (
 from webapi.store.census import Census, oldest_queued
 from webapi.store.files import FileTransfers
 from webapi.store.pollers import PollerRegistry, PollerSighting
-from webapi.store.repair import repair
+from webapi.store.records import read_calc
+from webapi.store.repair import INDEXES, repair
 from webapi.store.retention import PurgeReport, RetentionRule, purge
 from webapi.store.tracking import Tracker
 
@@ -52,8 +54,6 @@ FULL_SCAN_S = 600.0  # a full scan of running/ at most this often (see reap)
 DEFAULT_MIN_FREE = 64 << 20  # bytes kept free for calc records and logs whatever is reserved
 
 CLAIM_RECHECK_SECONDS = 2.0  # also picks up calcs queued by another process on the same dir
-# libyaml's parser with the same safe constructors (PyYAML's pure-Python one is ~10x slower).
-_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlJobStore:
@@ -79,7 +79,7 @@ class YamlJobStore:
         self.root = data_dir
         self._policy = policy or (lambda _site: SitePolicy())
         self.min_free_bytes = min_free_bytes
-        for sub in ("calcs", "queues", "running", "requests", "pollers"):
+        for sub in ("calcs", *INDEXES, "pollers"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(self.root / ".lock")
         self.owner = OwnerLock(self.root / ".owner")
@@ -91,6 +91,11 @@ class YamlJobStore:
         # a registration knows what uploads in progress have been promised (see Tracker).
         self.tracker = Tracker()
         self._last_full_scan = 0.0
+        # Final calcs and their record signatures (owner only), written to finals.json so the
+        # next open reads only records written since (see webapi.store.finals).
+        self._finals: dict[str, finals.Final] = {}
+        self._finals_saved = 0  # self._finals_changes when finals.json was last written
+        self._finals_changes = 0
         if owner:
             self.owner.acquire(
                 f"data_dir {self.root}",
@@ -98,7 +103,10 @@ class YamlJobStore:
                 "one its own data_dir",
             )
             with self.lock():
-                self.tracker.load(repair(self.root))
+                opened = repair(self.root, finals.load(self.root))
+                self.tracker.load(opened.calcs)
+                self._finals = opened.finals
+                finals.save(self.root, self._finals)
         self.pollers = PollerRegistry(self.root / "pollers")
         self.files = FileTransfers(self)
         self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}
@@ -126,10 +134,9 @@ class YamlJobStore:
     def read(self, calc_id: str) -> Calc:
         path = self.calc_dir(calc_id) / "calc.yaml"
         try:
-            doc = read_yaml(path)
+            return read_calc(path)
         except FileNotFoundError:
             raise NotFound(f"no calc {calc_id!r}") from None
-        return Calc.from_record(doc)
 
     def save(self, old: Calc | None, new: Calc) -> Calc:
         """Write calc.yaml atomically, then bring the indexes in line. Call under self.lock."""
@@ -151,14 +158,38 @@ class YamlJobStore:
             qdir.mkdir(parents=True, exist_ok=True)
             (qdir / calcs.queue_entry(new)).touch()
             self._notify()
-        running = self.root / "running" / new.id
         self.tracker.update(new)
-        if new.state is CalcState.RUNNING:
-            running.touch()
-        elif old is not None and old.state is CalcState.RUNNING:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(running)
+        for state, index in ((CalcState.RUNNING, "running"), (CalcState.REGISTERED, "registered")):
+            if new.state is state:
+                (self.root / index / new.id).touch()
+            elif old is not None and old.state is state:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.root / index / new.id)
+        if self.owner.held:
+            self._note_final(new)
         return new
+
+    def _note_final(self, calc: Calc) -> None:
+        """Keep the finals index in line with a calc just written (under the lock)."""
+        if calc.state in FINAL_STATES:
+            sig = finals.signature(self.calc_dir(calc.id))
+            if sig is not None:
+                key = None if calc.request_id is None else calcs.request_key(calc.request_id)
+                self._finals[calc.id] = finals.Final(sig[0], sig[1], calc.user, key)
+                self._finals_changes += 1
+        elif self._finals.pop(calc.id, None) is not None:
+            self._finals_changes += 1
+
+    def save_finals(self) -> None:
+        """Write finals.json if calcs ended (or were requeued) since it was last written."""
+        if not self.owner.held:
+            return
+        with self.lock():
+            if self._finals_changes == self._finals_saved:
+                return
+            snapshot, changes = dict(self._finals), self._finals_changes
+        finals.save(self.root, snapshot)  # outside the lock: claims need not wait for it
+        self._finals_saved = changes
 
     def _notify(self) -> None:
         with self._cond:
@@ -251,20 +282,46 @@ class YamlJobStore:
             hit = self._listing.get(calc_id)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        with path.open("r", encoding="utf-8") as fh:
-            calc = Calc.from_record(yaml.load(fh, Loader=_FAST_LOADER))
+        calc = read_calc(path)
         with self._listing_lock:
             self._listing[calc_id] = (sig, calc)
         return calc
+
+    def _indexed(self, state: CalcState, user: str | None, site: str | None) -> list[str] | None:
+        """Ids of calcs the marker index says are in `state` (a non-final one), narrowed by
+        user and site where the index is laid out by them; None if it cannot say (a final
+        state, or the index dir is missing: then every record is read). Candidates only: the
+        caller checks each record, so a stale marker never shows a calc in the wrong state."""
+        if state is CalcState.QUEUED:
+            base = self.root / "queues"
+            if not base.is_dir():
+                return None
+            ids: list[str] = []
+            sites = [site] if site is not None else os.listdir(base)
+            for s in sites:
+                users = [user] if user is not None else _listdir(base / s)
+                for u in users:
+                    ids.extend(e.partition("-")[2] for e in _listdir(base / s / u))
+            return ids
+        index = {CalcState.RUNNING: "running", CalcState.REGISTERED: "registered"}.get(state)
+        if index is None or not (self.root / index).is_dir():
+            return None
+        return _listdir(self.root / index)
 
     def list_calcs(
         self, *, user: str | None, state: CalcState | None, site: str | None
     ) -> list[Calc]:
         out = []
-        entries = sorted(os.listdir(self.root / "calcs"))
-        with self._listing_lock:
-            for gone in set(self._listing) - set(entries):
-                del self._listing[gone]
+        indexed = None if state is None else self._indexed(state, user, site)
+        if indexed is not None:
+            # A non-final state: only the calcs the markers name are read (a few, whatever the
+            # store's history); the listing cache is pruned by full listings only.
+            entries = sorted(set(indexed))
+        else:
+            entries = sorted(os.listdir(self.root / "calcs"))
+            with self._listing_lock:
+                for gone in set(self._listing) - set(entries):
+                    del self._listing[gone]
         for entry in entries:
             try:
                 calc = self._listed(entry)
@@ -548,6 +605,7 @@ class YamlJobStore:
                     continue
                 self.tracker.update(calc)
                 changed += self._expire_if_due(calc) is not calc
+            full_scan = self._last_full_scan == now
             changed += self._expire_registered(time.time())
             now = time.time()
             for qdir in (self.root / "queues").glob("*/*"):
@@ -561,6 +619,8 @@ class YamlJobStore:
                         if calc.state is CalcState.QUEUED:
                             self.save(calc, calcs.expire_queued(calc, now=now, waited=waited))
                             changed += 1
+        if full_scan:
+            self.save_finals()  # now and then, so a crash costs the next open little
         return changed
 
     def _expire_registered(self, now: float) -> int:
@@ -611,4 +671,15 @@ class YamlJobStore:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""
         self._closed = True
         self._notify()
+        try:
+            self.save_finals()
+        except OSError as exc:  # e.g. the data dir's disk is gone: stopping must still work
+            log.warning("store: finals index of %s not written on close (%s)", self.root, exc)
         self.owner.release()
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -122,3 +122,36 @@ def test_prune_keeps_unfinished_and_recent(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps(record))
     assert state.prune(time.time() - 50) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["live.json", "new.json"]
+
+
+def test_claims_never_read_finished_records_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before each claim the loop asks for pending work and looks the new calc up: with
+    thousands of finished records in the dir, neither may read them (issue 14: rounds slowed
+    down as the state dir filled)."""
+    from webapi.poller import state as state_mod
+
+    old = StateDir(tmp_path)
+    finished = {
+        old.save(CalcRecord(f"c-{i:032x}", "native", "s", phase=Phase.DONE)).key for i in range(40)
+    }
+    open_one = old.save(CalcRecord("c-" + "f" * 32, "native", "s"))
+    reads: list[str] = []
+    real = state_mod._read
+
+    def counting(path: Path) -> CalcRecord | None:
+        reads.append(path.stem)
+        return real(path)
+
+    monkeypatch.setattr(state_mod, "_read", counting)
+    state = StateDir(tmp_path)  # a restarted poller: one scan of the dir
+    assert [r.key for r in state.pending("native")] == [open_one.key]
+    reads.clear()
+    for i in range(20):
+        assert [r.key for r in state.pending("native")] == [open_one.key]
+        key = f"c-{i + 100:032x}"
+        assert state.load(key) is None  # the claim path's "was it ours before?"
+        state.save(CalcRecord(key, "native", "s").with_(phase=Phase.DONE))
+    assert not set(reads) & finished
+    assert len(reads) == 20  # one look-up per new calc (its file does not exist yet)
