@@ -8,7 +8,10 @@ each server in its own subprocess (`extcomp-api serve`), so its memory is its ow
      same thread count and timeout); both driven by our client code (`webapi.transport`:
      streamed from/to disk with requests). MiB/s, ratio ours/raw, each server's CPU seconds
      per GiB (all its threads; load on the machine moves it less than wall time), and our
-     server's peak RSS growth (VmHWM after the transfers minus VmHWM after a small warm-up)
+     server's peak RSS growth (VmHWM after the transfers minus VmHWM after a small warm-up).
+     For information, a third server: the raw app made durable ("raw+durable": it hashes each
+     block inline and fsyncs before answering, the least any upload that is acknowledged as
+     stored must do); ours/raw+durable says how much of the gap to raw is that floor
   b  pickup latency: a real `extcomp-poller` subprocess idle in its long-poll, a calc with one
      small input; from the client's request that queues it (the last input PUT) to the
      allow-listed program (`date +%s.%N > FILE`) starting; also from the registration
@@ -84,18 +87,25 @@ QUICK = Sizes(mib=64, runs=2, pickups=8, pollers=50, calcs=200, drain_limit_s=40
 
 
 # -- the raw baseline server ----------------------------------------------------------------
-def raw_app(root: Path) -> Callable[..., Iterable[bytes]]:
-    """RAW_APP: PUT streams the body to root/<name> in 1 MiB chunks; GET streams it back."""
+def raw_app(root: Path, durable: bool = False) -> Callable[..., Iterable[bytes]]:
+    """RAW_APP: PUT streams the body to root/<name> in 1 MiB chunks; GET streams it back.
+    `durable`: also a sha256 of the body, and an fsync of the file before the answer."""
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = root / environ["PATH_INFO"].rsplit("/", 1)[-1]
         if environ["REQUEST_METHOD"] == "PUT":
             left, body = int(environ.get("CONTENT_LENGTH") or 0), environ["wsgi.input"]
+            digest = hashlib.sha256()
             with path.open("wb") as fh:
                 while left > 0 and (chunk := body.read(min(CHUNK, left))):
                     fh.write(chunk)
+                    if durable:
+                        digest.update(chunk)
                     left -= len(chunk)
                 received = fh.tell()
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             start_response("200 OK", [("Content-Type", "application/json")])
             # The upload answer our client checks (webapi.contract.calc.FileAck).
             ack = {"name": path.name, "received": received, "complete": True}
@@ -110,14 +120,16 @@ def raw_app(root: Path) -> Callable[..., Iterable[bytes]]:
     return app
 
 
-def serve_raw(root: Path, cert: Path, key: Path, threads: int, log: Path) -> int:
+def serve_raw(
+    root: Path, cert: Path, key: Path, threads: int, log: Path, durable: bool = False
+) -> int:
     """`--raw-server`: cheroot exactly as webapi/serve.py configures it, serving RAW_APP."""
     from cheroot import wsgi
     from cheroot.ssl.builtin import BuiltinSSLAdapter
 
     server = wsgi.Server(
         ("127.0.0.1", 0),
-        raw_app(root),
+        raw_app(root, durable),
         numthreads=threads,
         max=threads,
         request_queue_size=max(64, threads),
@@ -250,12 +262,12 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
     size = src.stat().st_size
     rates = {
         f"{s} {d}": Samples(f"{s} {d}", "MiB/s")
-        for s in ("ours", "raw")
+        for s in ("ours", "raw", "durable")
         for d in ("upload", "download")
     }
     cpu = {
         f"{s} {d}": Samples(f"{s} {d} server CPU", "s/GiB")
-        for s in ("ours", "raw")
+        for s in ("ours", "raw", "durable")
         for d in ("upload", "download")
     }
     rss: dict[str, dict[str, float]] = {}
@@ -272,11 +284,17 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         str(threads),
         str(tmp / "raw.log"),
     ]
+    durable_root = tmp / "durable-root"
+    durable_root.mkdir()
+    durable_argv = [*raw_argv[:3], str(durable_root), *raw_argv[4:-1], str(tmp / "durable.log")]
+    durable_argv.append("durable")
     with (
         api_server(tmp / "a-srv", tls, threads=threads) as ours,
         subprocess_server(raw_argv, tmp / "raw.log") as raw,
+        subprocess_server(durable_argv, tmp / "durable.log") as durable,
     ):
         t_ours, t_raw = ours.transport(), Api(raw, "x", tls[0]).transport()
+        t_durable = Api(durable, "x", tls[0]).transport()
         try:
             # Warm-up: a small transfer each way, so imports and first allocations are not
             # counted as growth; idle VmHWM is taken after it.
@@ -292,10 +310,11 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
             )
             t_raw.upload("/files/w.bin", small)
             t_raw.download("/files/w.bin", tmp / "w.out", size=MIB, sha256=None)
+            t_durable.upload("/files/w.bin", small)
             idle = {"ours": ours.srv.status_kib("VmHWM"), "raw": raw.status_kib("VmHWM")}
             for run in range(sizes.runs):
                 # Alternate who goes first, so drift in the machine's load hits both alike.
-                order = ("ours", "raw") if run % 2 == 0 else ("raw", "ours")
+                order = ("ours", "raw", "durable")[:: 1 if run % 2 == 0 else -1]
                 for side in order:
                     prog.show(f"a: run {run + 1}/{sizes.runs}, {side}")
                     if side == "ours":
@@ -303,9 +322,10 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
                         path = f"/api/v1/calcs/{register(t_ours, [entry], [])['id']}/inputs/in.bin"
                         tr = t_ours
                     else:
-                        path, tr = f"/files/in-{run}.bin", t_raw
+                        path = f"/files/in-{run}.bin"
+                        tr = t_raw if side == "raw" else t_durable
                     dest = tmp / "a-dest.bin"
-                    proc = ours.srv if side == "ours" else raw
+                    proc = {"ours": ours.srv, "raw": raw, "durable": durable}[side]
                     cpu0, start = proc.cpu_seconds(), time.perf_counter()
                     tr.upload(path, src)
                     rates[f"{side} upload"].add(sizes.mib / (time.perf_counter() - start))
@@ -327,7 +347,9 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         finally:
             t_ours.close()
             t_raw.close()
+            t_durable.close()
     shutil.rmtree(raw_root, ignore_errors=True)
+    shutil.rmtree(durable_root, ignore_errors=True)
     src.unlink()
     return {
         "size_mib": sizes.mib,
@@ -609,8 +631,20 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
                 f"{ratio:.2f}x",
             )
             summary.append(f"{d} {ratio:.2f}x raw")
+        floor = r["ours upload"].median / r["durable upload"].median
+        a["upload_ratio_durable"] = round(floor, 3)
+        row(
+            "a",
+            f"raw+durable upload {a['size_mib']} MiB",
+            r["durable upload"],
+            "min median",
+            "",
+            None,
+        )
+        row("a", "ratio ours/raw+durable upload", None, "", "", None, f"{floor:.2f}x")
+        summary.append(f"upload {floor:.2f}x raw+durable")
         for d in ("upload", "download"):
-            for side in ("raw", "ours"):
+            for side in ("raw", "durable", "ours"):
                 row("a", f"{side} {d} server CPU", a["_cpu"][f"{side} {d}"], "min median", "", None)
         growth = a["server_rss"]["ours"]["growth_mib"]
         row(
@@ -684,7 +718,8 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
 def main() -> int:
     if sys.argv[1:2] == ["--raw-server"]:
         root, cert, key, threads, log = sys.argv[2:7]
-        return serve_raw(Path(root), Path(cert), Path(key), int(threads), Path(log))
+        durable = sys.argv[7:8] == ["durable"]
+        return serve_raw(Path(root), Path(cert), Path(key), int(threads), Path(log), durable)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke test (<1 min)")
     ap.add_argument("--cases", default="a,b,c", help="comma-separated subset of a,b,c")
