@@ -86,6 +86,32 @@ def test_a_killed_supervisor_not_yet_reaped_counts_as_lost(host: tuple[Path, Pat
         os.waitpid(zombie, 0)
 
 
+def test_a_supervisor_ending_between_the_two_looks_is_not_lost(tmp_path: Path) -> None:
+    """The supervisor writes its status and ends: a `status`/`wait` that read no status.json a
+    moment before and then finds the supervisor gone must answer the status, not "lost" (seen
+    in CI as a `run --wait` answering "lost" for a program that had exited 0). The window is
+    forced here: the liveness check is where the supervisor finishes."""
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("extcomp_remote_under_test", HELPER)
+    spec = spec_from_loader(loader.name, loader)
+    assert spec is not None
+    remote = module_from_spec(spec)
+    loader.exec_module(remote)
+    state = tmp_path / ".extcomp"
+    state.mkdir()
+    (state / "started.json").write_text(json.dumps({"pid": 1, "supervisor": 1, "started": 0}))
+    final = {"state": "exited", "rc": 0}
+
+    def supervisor_ends_now(pid: int) -> bool:
+        (state / "status.json").write_text(json.dumps(final))
+        return False
+
+    setattr(remote, "pid_alive", supervisor_ends_now)  # noqa: B010 (a module loaded from a script)
+    assert remote.status_of(tmp_path) == final
+
+
 def test_timeout_kills_the_program_group(host: tuple[Path, Path]) -> None:
     work = str(uuid.uuid4())
     answer(helper(host, "mkdir", work))
