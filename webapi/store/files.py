@@ -48,6 +48,21 @@ def _check_writable(calc: Calc, kind: Kind, lease_id: str | None) -> None:
         raise Conflict(f"calc {calc.id}: declare the results with /finish before uploading them")
 
 
+def _open_part(part: Path, name: str) -> int:
+    """The part file of an upload, opened and locked: one writer per file at a time."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Conflict(f"another upload of {name!r} is in progress; retry later") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _record(calc: Calc, kind: Kind, name: str, received: int, now: float) -> Calc:
     if kind == "inputs":
         return calcs.record_input(calc, name, received, now)
@@ -113,13 +128,8 @@ class FileTransfers:
                     f"{kind[:-1]} {name!r}: {offset}+{length} bytes is more than the declared "
                     f"size {entry.size}"
                 )
-            part.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = _open_part(part, name)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Conflict(f"another upload of {name!r} is in progress; retry later") from None
             return self._stream(calc_id, kind, name, offset, body, length, fd, final, part)
         finally:
             os.close(fd)
@@ -243,17 +253,10 @@ class FileTransfers:
                     f"{kind[:-1]} {name!r}: the file has {size} bytes with sha256 {sha256}, not "
                     f"the declared {entry.size} bytes with sha256 {entry.sha256}"
                 )
-            part.parent.mkdir(parents=True, exist_ok=True)
-            pfd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            # An upload of the same file through the native route holds its part file: let it
+            # finish rather than swap the file under it.
+            pfd = _open_part(part, name)
             try:
-                # An upload of the same file through the native route holds its part file:
-                # let it finish rather than swap the file under it.
-                try:
-                    fcntl.flock(pfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise Conflict(
-                        f"another upload of {name!r} is in progress; retry later"
-                    ) from None
                 final.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.replace(source, final)
