@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import time
 from collections.abc import Iterable
@@ -67,16 +68,13 @@ class StepDriver:
             "step_helper": spec.helper,
             "step_base_opt": f" --base {spec.remote_base}" if spec.remote_base else "",
             "step_entry": spec.entry,
-            "step_args": list(spec.args),
-            "step_timeout": spec.timeout or 0,
+            "step_start_cmd": self._start_command(),
             "step_inputs": [str(p.resolve()) for p in spec.inputs],
             "step_partial_dir": str(partial_dir(spec, record.step_id).resolve()),
             "step_exclude": list(spec.exclude),
             "step_progress_file": str(self.step_dir / "progress.json"),
             "step_rsync_dir": record.rsync_dir or "",
             "step_wait_slice": WAIT_SLICE_S,
-            "step_start_wait": START_WAIT_S,
-            "step_output_log": spec.output_log or "",
         }
 
     @property
@@ -94,7 +92,7 @@ class StepDriver:
             private_dir=self.step_dir / "ansible",
             ident=f"run{self.record.runs:03d}",
             ssh_retries=3 if self.record.connected else 0,
-            side_first=self._command("mkdir") if Phase.MKDIR in tags else None,
+            side=self._side_plan(tags),
         )
         events = execute.PlayEvents(on_start=self._on_start, on_done=self._on_done)
         return execute.play(request, events)
@@ -134,6 +132,35 @@ class StepDriver:
         """The helper command line the playbook's raw task for `verb` sends (run_step.yml)."""
         base = f" --base {self.spec.remote_base}" if self.spec.remote_base else ""
         return f"{self.spec.helper}{base} {verb} {self.record.work_id}"
+
+    def _side_plan(self, tags: tuple[str, ...]) -> execute.SidePlan | None:
+        """What the runner sends itself while ansible-playbook starts up: the mkdir, the push
+        when its tag runs, and the start when that follows in this run (execute.SidePlan)."""
+        if Phase.MKDIR not in tags:
+            return None
+        push = Phase.PUSH in tags and bool(self.spec.inputs)
+        start = Phase.START in tags and (push or not self.spec.inputs)
+        return execute.SidePlan(
+            mkdir=self._command("mkdir"),
+            push=tuple(str(p.resolve()) for p in self.spec.inputs) if push else (),
+            start=self._start_command() if start else None,
+            start_wait=START_WAIT_S + execute.SIDE_WAIT_S,
+            progress_file=str(self.step_dir / "progress.json"),
+        )
+
+    def _start_command(self) -> str:
+        """The helper's `run` line: starts the entry script detached, waits up to START_WAIT_S
+        for it to end (a short program then needs no `wait` call); may be sent twice (the second
+        answers `already_started`)."""
+        spec = self.spec
+        base = f" --base {spec.remote_base}" if spec.remote_base else ""
+        words = ["run", "--entry", spec.entry]
+        if spec.timeout:
+            words += ["--timeout", str(spec.timeout)]
+        if spec.output_log:
+            words += ["--log", spec.output_log]
+        words += ["--wait", str(START_WAIT_S), self.record.work_id, "--", *spec.args]
+        return f"{spec.helper}{base} {shlex.join(words)}"
 
     def _finish_side_clean(self) -> None:
         """Take the answer of the clean sent beside the playbook; on any failure the clean is

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shlex
 import signal
@@ -26,6 +27,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from runner import resources, sshgate
+from runner.answers import NOT_SENT_RC, write_answer
 from runner.errors import Interrupted, StepError, TransportError, UsageError
 from runner.events import (
     SSH_KNOWN_HOSTS,
@@ -36,6 +38,9 @@ from runner.events import (
     classify_unreachable,
 )
 from runner.steps import HostSpec
+from runner.transfer import RSYNC_OPTIONS, Rsynced, run_rsync
+
+log = logging.getLogger(__name__)
 
 # AES-GCM first: this class of machine has AES-NI, where it beats chacha20 for bulk rsync data.
 _CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
@@ -100,10 +105,9 @@ class PlayRequest:
     # ansible's own reconnects (rc 255, backoff 2**n - 1 s). Zero until the host was reached once:
     # a wrong port, key or host key is a configuration error to report at once, not a blip.
     ssh_retries: int = 3
-    # A helper command line to send beside ansible-playbook while it starts up (the mkdir, when
-    # its tag is run); the playbook's task takes the answer (extcomp_helper). None: just open
-    # the master connection meanwhile.
-    side_first: str | None = None
+    # What to send beside ansible-playbook while it starts up (when the mkdir tag is run); the
+    # playbook's tasks take the answers. None: just open the master connection meanwhile.
+    side: SidePlan | None = None
 
 
 @dataclass
@@ -222,6 +226,10 @@ def _envvars(private_dir: Path, host: HostSpec, ssh_retries: int) -> dict[str, s
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCAL_TEMP": str(private_dir / "tmp"),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        # The inventory the runner writes (hosts.json) is read by the yaml plugin; loading the
+        # other five default plugins (and parsing their docs) costs ansible-playbook ~0.05 s
+        # CPU at every start. An operator's own inventory may be of any kind: all stay enabled.
+        **({"ANSIBLE_INVENTORY_ENABLED": "yaml"} if host.inventory is None else {}),
     }
 
 
@@ -233,8 +241,11 @@ class _Stop:
     guard_pidfile: Path
     stopping: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
+    on_request: Callable[[], None] | None = None  # also stop what runs beside the playbook
 
     def request(self) -> None:
+        if self.on_request is not None:
+            self.on_request()
         if not self.stopping.is_set():
             try:
                 os.kill(int(self.guard_pidfile.read_text()), signal.SIGTERM)
@@ -366,20 +377,132 @@ class SideCommand:
             fh.close()
         return SideAnswer(rc, texts[0], texts[1])
 
-    def hand_over(self, path: Path) -> threading.Thread:
-        """Write the answer to `path` (atomically) when it comes, for the playbook's task."""
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
 
-        def write() -> None:
-            answer = self.finish()
-            part = path.with_name(path.name + ".part")
-            part.write_text(
-                json.dumps({"rc": answer.rc, "stdout": answer.stdout, "stderr": answer.stderr})
+
+@dataclass(frozen=True, slots=True)
+class SidePlan:
+    """The round trips the runner sends itself, over the master connection, while
+    ansible-playbook starts up (~0.8 s of imports and parsing before its first task): the mkdir,
+    which opens the master; then the push of `push` into the dir the mkdir named; then `start`.
+    Each only once the one before succeeded and no stop was asked for. Each is what the
+    playbook's task for it sends, and may run twice (mkdir answers created: false, rsync sends
+    only what is missing, run answers already_started); each task takes its answer from a file
+    (runner.answers) and sends the command itself when the answer failed or was not sent."""
+
+    mkdir: str
+    push: tuple[str, ...] = ()
+    start: str | None = None
+    start_wait: float = 0.0  # how long the start task waits for the runner's answer
+    progress_file: str | None = None
+
+
+class _SideChain:
+    """Sends a SidePlan's round trips in order on a thread; every answer file gets written."""
+
+    def __init__(
+        self, host: HostSpec, plan: SidePlan, first: SideCommand, tmp: Path, ident: str
+    ) -> None:
+        self.host, self.plan, self.tmp, self.ident = host, plan, tmp, ident
+        self.files = {"mkdir": tmp / f"side-{ident}.json"}
+        if plan.push:
+            self.files["push"] = tmp / f"side-push-{ident}.json"
+        if plan.start is not None:
+            self.files["start"] = tmp / f"side-start-{ident}.json"
+        for path in self.files.values():
+            path.unlink(missing_ok=True)
+        self.stopped = threading.Event()
+        self._current: SideCommand | subprocess.Popen[bytes] | None = first
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="extcomp-side", daemon=True)
+
+    def extravars(self) -> dict[str, Any]:
+        found = {"step_side_answer": str(self.files["mkdir"]), "step_side_wait": SIDE_WAIT_S}
+        if "push" in self.files:
+            # As long as the push takes: the runner's rsync ends (or ssh's keepalive ends it),
+            # and a runner that dies takes ansible-playbook with it (the guard).
+            found.update(step_side_push_answer=str(self.files["push"]), step_side_push_wait=86400)
+        if "start" in self.files:
+            found.update(
+                step_side_start_answer=str(self.files["start"]),
+                step_side_start_wait=self.plan.start_wait,
             )
-            os.replace(part, path)
+        return found
 
-        thread = threading.Thread(target=write, name="extcomp-side", daemon=True)
-        thread.start()
-        return thread
+    def stop(self) -> None:
+        """No further round trip; the one in flight is stopped (its task sends it again)."""
+        self.stopped.set()
+        with self._lock:
+            current = self._current
+        if current is not None:
+            current.stop() if isinstance(current, SideCommand) else current.terminate()
+
+    def _run(self) -> None:
+        pending = dict(self.files)
+        try:
+            first = self._current
+            assert isinstance(first, SideCommand)
+            answer = first.finish()
+            write_answer(pending.pop("mkdir"), answer.rc, answer.stdout, answer.stderr)
+            if answer.rc != 0:
+                return
+            if "push" in pending:
+                rsync_dir = json.loads(answer.stdout).get("rsync_dir")
+                if not rsync_dir or self.stopped.is_set():
+                    return
+                pushed = self._push(str(rsync_dir))
+                write_answer(
+                    pending.pop("push"),
+                    pushed.rc,
+                    pushed.stdout,
+                    pushed.stderr,
+                    seconds=pushed.seconds,
+                )
+                if pushed.rc != 0:
+                    return
+            if "start" in pending and self.plan.start is not None and not self.stopped.is_set():
+                started = self._track(SideCommand.start(self.host, self.plan.start))
+                if started is not None:
+                    got = started.finish()
+                    write_answer(pending.pop("start"), got.rc, got.stdout, got.stderr)
+        except Exception:  # whatever went wrong here, the playbook's tasks do the rest
+            log.debug("a round trip beside the playbook failed", exc_info=True)
+        finally:
+            for path in pending.values():
+                write_answer(path, NOT_SENT_RC, "", "not sent")
+
+    def _track(self, current: SideCommand | None) -> SideCommand | None:
+        with self._lock:
+            if self.stopped.is_set():
+                if current is not None:
+                    current.stop()
+                return current
+            self._current = current
+        return current
+
+    def _push(self, rsync_dir: str) -> Rsynced:
+        """The push task's rsync, over the master, under the guard (it must not outlive us)."""
+        host = self.host.host
+        remote = f"{f'[{host}]' if ':' in host else host}:{rsync_dir.rstrip('/')}/"
+        ssh = _ssh_argv(self.host)
+        ssh[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new one
+        sources = [p.rstrip("/") or "/" for p in self.plan.push]
+        argv = ["rsync", *RSYNC_OPTIONS, "-e", shlex.join(ssh), "--", *sources, remote]
+        pidfile = self.tmp / f"guard-push-{self.ident}.pid"
+        guarded = [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), str(pidfile)]
+        with self._lock:
+            if self.stopped.is_set():
+                return Rsynced(NOT_SENT_RC, "", "not sent", 0, 0.0)
+            proc = subprocess.Popen(
+                [*guarded, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            self._current = proc
+        return run_rsync(argv, self.plan.progress_file, "push", started=proc)
 
 
 def _reap(proc: subprocess.Popen[bytes] | None) -> None:
@@ -443,19 +566,19 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     master = control_path(request.host)
     sshgate.wait_turn(request.host, needed=lambda: not master.exists())
     warming: subprocess.Popen[bytes] | None = None
-    handing: threading.Thread | None = None
-    side = None
-    if request.side_first is not None:
-        side = SideCommand.start(request.host, request.side_first, open_master=True)
-    if side is not None:
-        # The first task's round trip rides on the handshake, while ansible-playbook starts.
-        answer_file = request.private_dir / "tmp" / f"side-{request.ident}.json"
-        answer_file.unlink(missing_ok=True)
-        handing = side.hand_over(answer_file)
-        extravars.update(step_side_answer=str(answer_file), step_side_wait=SIDE_WAIT_S)
-    else:
-        warming = _prewarm(request.host)
+    chain: _SideChain | None = None
     with _stop_on_signals(guard_pidfile) as stop:
+        if request.side is not None:
+            first = SideCommand.start(request.host, request.side.mkdir, open_master=True)
+            if first is not None:
+                # These round trips ride on the handshake, while ansible-playbook starts up.
+                tmp = request.private_dir / "tmp"
+                chain = _SideChain(request.host, request.side, first, tmp, request.ident)
+                extravars.update(chain.extravars())
+                stop.on_request = chain.stop
+                chain.thread.start()
+        if chain is None:
+            warming = _prewarm(request.host)
         result = _ansible_runner().run(
             private_data_dir=str(request.private_dir),
             binary=sys.executable,
@@ -472,8 +595,10 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             rotate_artifacts=20,
         )
     _reap(warming)
-    if handing is not None:
-        handing.join()  # bounded: finish() kills an ssh that outlives its timeout
+    if chain is not None:
+        if stop.requested:
+            chain.stop()
+        chain.thread.join()  # bounded: finish() kills an ssh that outlives its timeout
     if result.status == "canceled" or stop.requested:
         raise Interrupted("interrupted")
     if collector.failure is not None:

@@ -16,13 +16,10 @@ message, as the ssh connection plugin would have failed it.
 
 from __future__ import annotations
 
-import json
-import time
-
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
-_POLL_S = 0.01
+from runner.answers import read_answer
 
 
 class ActionModule(ActionBase):
@@ -35,7 +32,7 @@ class ActionModule(ActionBase):
         cmd = str(args.get("cmd") or "")
         if not cmd:
             raise AnsibleActionFail("extcomp_helper needs cmd")
-        data = _read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        data = read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
         if data is not None and data.get("rc") == 255 and self._no_retries():
             stderr = str(data.get("stderr", "")).rstrip()
             raise AnsibleConnectionFailure(f"Failed to connect to the host via ssh: {stderr}")
@@ -55,25 +52,6 @@ class ActionModule(ActionBase):
             return int(self._connection.get_option("reconnection_retries")) == 0
         except (KeyError, TypeError, ValueError, AttributeError):
             return False
-
-
-def _read_answer(path: str, wait: float) -> dict[str, object] | None:
-    """The runner's answer from `path` (written atomically), or None when none came."""
-    if not path:
-        return None
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            break
-        except FileNotFoundError:
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(_POLL_S)
-        except (OSError, ValueError):
-            return None
-    return data if isinstance(data, dict) else None
 
 
 def _success(data: dict[str, object] | None) -> dict[str, object] | None:

@@ -6,31 +6,40 @@ rides the ControlMaster connection the raw tasks opened: one handshake per step.
 a small JSON file the runner shows as a progress bar; the result carries bytes and seconds. A pull
 that a lost connection cut short resumes: completed files are skipped, and the file in flight is
 kept in a partial dir and finished from where it stopped.
+
+A push may already have been done by the runner itself, beside ansible-playbook's start-up, with
+the same rsync (runner.transfer): its answer in `answer_file` (waited for up to `wait` seconds)
+is then this task's result. Without a successful answer the push is run here; rsync sends only
+what is not there yet, so running it twice costs a comparison, never a second copy.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shlex
-import subprocess
-import tempfile
-import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-_PROGRESS_RE = re.compile(rb"^\s*([\d,]+)\s+(\d+)%\s+(\S+)\s+(\S+)")
-_TOTAL_RE = re.compile(r"Total transferred file size: ([\d,]+) bytes")
-_PROGRESS_EVERY_S = 0.2
+from runner.answers import read_answer
+from runner.transfer import RSYNC_OPTIONS, run_rsync, total_bytes
+
 _PARTIAL_DIR = ".extcomp-rsync-partial"
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
-        ("direction", "sources", "remote_dir", "dest", "exclude", "progress_file")
+        (
+            "direction",
+            "sources",
+            "remote_dir",
+            "dest",
+            "exclude",
+            "progress_file",
+            "answer_file",
+            "wait",
+        )
     )
 
     def run(self, tmp=None, task_vars=None):
@@ -41,15 +50,7 @@ class ActionModule(ActionBase):
         if direction not in ("push", "pull") or not remote_dir:
             raise AnsibleActionFail("extcomp_rsync needs direction push|pull and remote_dir")
         remote = f"{self._remote_host()}:{remote_dir.rstrip('/')}/"
-        argv = [
-            "rsync",
-            "-a",
-            "--stats",
-            "--info=progress2",
-            "--no-inc-recursive",
-            "-e",
-            shlex.join(self._ssh_command()),
-        ]
+        argv = ["rsync", *RSYNC_OPTIONS, "-e", shlex.join(self._ssh_command())]
         for pattern in args.get("exclude") or []:
             argv += ["--exclude", str(pattern)]
         if direction == "push":
@@ -66,17 +67,30 @@ class ActionModule(ActionBase):
             # attempt sends only what is missing. rsync excludes the dir from the transfer itself
             # and removes it once the pull is complete.
             argv += [f"--partial-dir={_PARTIAL_DIR}", "--", remote, dest.rstrip("/") + "/"]
-        started = time.monotonic()
-        rc, stdout, stderr = self._run_rsync(argv, args.get("progress_file"), direction)
-        seconds = time.monotonic() - started
-        total = _TOTAL_RE.search(stdout)
+        answer = None
+        if direction == "push":
+            answer = read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        if answer is not None and answer.get("rc") == 0:
+            stdout = str(answer.get("stdout", ""))
+            rc, stderr, moved = 0, "", total_bytes(stdout)
+            seconds = float(answer.get("seconds") or 0.0)
+            result["answered_beside"] = True
+        else:
+            done = run_rsync(argv, args.get("progress_file"), direction)
+            rc, stdout, stderr, moved, seconds = (
+                done.rc,
+                done.stdout,
+                done.stderr,
+                done.bytes,
+                done.seconds,
+            )
         result.update(
             rc=rc,
             cmd=argv,
             stdout=stdout,
             stderr=stderr,
             direction=direction,
-            bytes=int(total.group(1).replace(",", "")) if total else 0,
+            bytes=moved,
             seconds=round(seconds, 3),
             changed=True,
         )
@@ -108,44 +122,3 @@ class ActionModule(ActionBase):
         for opt in ("ssh_common_args", "ssh_extra_args"):
             cmd += shlex.split(conn.get_option(opt) or "")
         return cmd
-
-    def _run_rsync(self, argv, progress_file, direction):
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        out = bytearray()
-        last = 0.0
-        # rsync's progress2 line is rewritten with \r; split on both \r and \n.
-        buf = b""
-        while chunk := proc.stdout.read1(65536):
-            out += chunk
-            if not progress_file:
-                continue
-            buf = (buf + chunk).replace(b"\n", b"\r")
-            *lines, buf = buf.split(b"\r")
-            now = time.monotonic()
-            for line in reversed(lines):
-                match = _PROGRESS_RE.match(line)
-                if match and now - last >= _PROGRESS_EVERY_S:
-                    _write_progress(progress_file, direction, match)
-                    last = now
-                    break
-        stderr = proc.stderr.read()
-        rc = proc.wait()
-        text = out.decode("utf-8", "replace")
-        return rc, text, stderr.decode("utf-8", "replace")
-
-
-def _write_progress(path, direction, match):
-    data = {
-        "direction": direction,
-        "bytes": int(match.group(1).replace(b",", b"")),
-        "percent": int(match.group(2)),
-        "rate": match.group(3).decode(),
-        "eta": match.group(4).decode(),
-    }
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".progress.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)

@@ -1,5 +1,6 @@
-"""Round trips a step saves (mkdir beside ansible-playbook's start-up, clean beside its shutdown,
-no purge after a final answer that carries the supervisor's own) and the fallbacks when it can't.
+"""Round trips a step saves (mkdir, and the start of a step with nothing to push, beside
+ansible-playbook's start-up; clean beside its shutdown; no purge after a final answer that
+carries the supervisor's own) and the fallbacks when it can't.
 
 Against the real test sshd; what each playbook run did is read from ansible-runner's own job
 events, the step's audit log.
@@ -8,6 +9,7 @@ events, the step's audit log.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
 from tests.runner.conftest import BOTH_KEYS, SpecFactory, host_spec, write
 
 MKDIR = "Create the work dir on the host"
+PUSH = "Push the input files"
+START = "Start the entry script, detached from this connection"
 PURGE = "Remove what must never leave the host"
 CLEAN = "Remove the work dir from the host"
 
@@ -53,6 +57,8 @@ def test_an_empty_step_sends_mkdir_and_clean_beside_the_playbook(
     ran = events(result.step_id, 1)
     assert ran[MKDIR]["event"] == "runner_on_ok"
     assert ran[MKDIR]["event_data"]["res"].get("answered_beside") is True
+    assert ran[START]["event_data"]["res"].get("answered_beside") is True
+    assert ran[START]["event_data"]["res"]["changed"] is True  # started by this step, once
     # The program ended within the start task's own wait: its answer carries the supervisor's
     # purge, so no purge round trip; and no clean task: the runner cleaned beside the playbook.
     assert ran[PURGE]["event"] == "runner_on_skipped"
@@ -149,3 +155,47 @@ def test_a_pull_in_a_later_run_still_purges_first(secret_host: SshHost, tmp_path
     assert (results / "b.bin").is_file()
     assert not (results / "a.secret").exists()
     run_part(record.step_id, (Phase.CLEAN,))
+
+
+@pytest.mark.parametrize("key_kind", ["plain"], indirect=True)
+def test_a_step_with_inputs_pushes_and_starts_beside_the_start_up(
+    make_spec: SpecFactory, ssh_host: SshHost, tmp_path: Path
+) -> None:
+    spec = make_spec("copy", "in.txt", "out.txt", inputs=(write(tmp_path / "in.txt", "pushed\n"),))
+    result = run_step(spec)
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    ran = events(result.step_id, 1)
+    for task in (MKDIR, PUSH, START):
+        assert ran[task]["event_data"]["res"].get("answered_beside") is True, task
+    assert result.bytes_pushed == len("pushed\n")
+    assert result.results_dir is not None
+    assert (result.results_dir / "out.txt").read_text() == "pushed\n"  # started after the push
+
+
+def test_nothing_follows_the_mkdir_once_a_stop_was_asked_for(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    """Ctrl-C while ansible-playbook starts up: the mkdir beside it completes, the push and
+    start it would have sent next are not sent (their tasks' files say so at once), nothing
+    is pushed and nothing runs."""
+    host = host_spec(ssh_host, "plain")
+    work_id = str(uuid.uuid4())
+    helper = f"{ssh_host.helper} --base {ssh_host.base}"
+    plan = execute.SidePlan(
+        mkdir=f"{helper} mkdir {work_id}",
+        push=(str(write(tmp_path / "in.txt")),),
+        start=f"{helper} run --entry test_entry.sh --wait 5 {work_id} --",
+    )
+    first = execute.SideCommand.start(host, plan.mkdir, open_master=True)
+    assert first is not None
+    chain = execute._SideChain(host, plan, first, tmp_path, "run001")
+    chain.stopped.set()  # what stop() does before the mkdir's answer came
+    chain.thread.start()
+    chain.thread.join(timeout=60)
+    answers = {k: json.loads(p.read_text()) for k, p in chain.files.items()}
+    assert answers["mkdir"]["rc"] == 0
+    assert answers["push"] == answers["start"] == {"rc": -1, "stdout": "", "stderr": "not sent"}
+    work = Path(ssh_host.base) / work_id
+    assert work.is_dir()
+    assert not (work / "in.txt").exists()
+    assert not (work / ".extcomp" / "started.json").exists(), "the program was never started"
