@@ -22,6 +22,7 @@ from webapi.server.app import create_app
 from webapi.server.auth import UserStore
 from webapi.server.config import ConfigSource, site_policy
 from webapi.server.metrics import CONTENT_TYPE, ServerMetrics
+from webapi.server.routing import MAX_FILE_BYTES
 from webapi.server.watchdog import Watchdog
 from webapi.store.yaml_store import YamlJobStore
 
@@ -202,6 +203,7 @@ class ApiServer:
                 shutdown_timeout=2,
                 server_name="extcomp-api-metrics",
             )
+            self.metrics_wsgi.max_request_body_size = 1 << 20  # it takes no bodies at all
         self.wsgi = _Server(
             (conf.listen, conf.port),
             self.app,
@@ -213,6 +215,10 @@ class ApiServer:
             shutdown_timeout=5,
             server_name="extcomp-api",
         )
+        # No body is larger than the routes' own bound. With none (cheroot's default), a
+        # Content-Length beyond any C integer failed inside cheroot's read (OverflowError, a
+        # traceback in the log, the connection dropped) instead of a 413.
+        self.wsgi.max_request_body_size = MAX_FILE_BYTES
         self.wsgi.gateway = _Gateway
         self.wsgi.ConnectionClass = _Connection
         self.wsgi.extcomp_watchdog = self.watchdog  # type: ignore[attr-defined]
