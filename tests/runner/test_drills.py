@@ -316,6 +316,56 @@ def test_kill_9_of_the_runner_takes_ansible_and_its_ssh_along(
     assert log.count("test_entry: cwd=") == 1, "the program ran once"
 
 
+def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: Path) -> None:
+    """The runner dies by SIGKILL while its own push (sent beside ansible-playbook's start-up)
+    is in flight: that rsync dies with it (the guard), the program never started, and `resume`
+    pushes the rest and finishes the step with the file intact, the program run once."""
+    host = drill.host
+    big = tmp_path / "in.bin"
+    with big.open("wb") as fh:
+        for _ in range(256):
+            fh.write(os.urandom(1 << 20))
+    results = tmp_path / "results"
+    proc = subprocess.Popen(
+        cli(
+            "run",
+            *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
+            *("--input", str(big), "--results", str(results), "--", "sha", "in.bin"),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pushing: set[int] = set()
+    try:
+
+        def side_push() -> set[int] | None:
+            tree = descendants(proc.pid)
+            guard = [p for p in tree if "guard-push-" in cmdline(p)]
+            rsyncs = [p for p in tree if cmdline(p).startswith("rsync ")]
+            return {*guard, *rsyncs, *descendants(guard[0])} if guard and rsyncs else None
+
+        pushing = wait_for(side_push, "the runner's own push", timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        try:
+            wait_for(lambda: not [p for p in pushing if alive(p)], "the push to end", 20)
+        except AssertionError:
+            left = {p: cmdline(p)[:120] for p in pushing if alive(p)}
+            raise AssertionError(f"survived the runner: {left}") from None
+    finally:
+        for pid in pushing:
+            if alive(pid):
+                kill_tree(pid)
+    record = StepStore().list()[0]
+    assert "start" not in record.phases_done
+    assert not (host.base / record.work_id / ".extcomp" / "started.json").exists()
+    out = subprocess.run(cli("resume", record.step_id), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert (results / "in.bin.sha256").read_text().split()[0] == sha256(big)
+    log = (results / "remote_program_exec.log").read_text()
+    assert log.count("test_entry: cwd=") == 1, "the program ran once"
+
+
 # ---- item 9: what the site says never leaves its host, however the program ends ------------------
 
 SECRET_NAMES = {"licence.secret", "key.secret", "server", "looks-fine.txt"}
