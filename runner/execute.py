@@ -362,10 +362,7 @@ class SideCommand:
     def finish(self) -> SideAnswer:
         """Wait for the answer (bounded: the connect timeout, then a kill)."""
         try:
-            rc = self._proc.wait(timeout=CONNECT_TIMEOUT_S + 20)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            rc = self._proc.wait()
+            rc = wait_bounded(self._proc, CONNECT_TIMEOUT_S + 20)
         except BaseException:  # Ctrl-C while waiting: do not leave the ssh behind
             self._proc.kill()
             self._proc.wait()
@@ -505,14 +502,22 @@ class _SideChain:
         return run_rsync(argv, self.plan.progress_file, "push", started=proc)
 
 
-def _reap(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None:
-        return
+def wait_bounded(proc: subprocess.Popen[bytes], seconds: float) -> int:
+    """proc's exit code, killing it after `seconds`. Popen.wait(timeout) polls with sleeps of up
+    to 50 ms (Python 3.11), which every round trip beside the playbook paid after its ssh ended;
+    a blocking wait returns at once, and a timer does the bounding."""
+    timer = threading.Timer(seconds, proc.kill)
+    timer.daemon = True
+    timer.start()
     try:
-        proc.wait(timeout=CONNECT_TIMEOUT_S + 5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        return proc.wait()
+    finally:
+        timer.cancel()
+
+
+def _reap(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        wait_bounded(proc, CONNECT_TIMEOUT_S + 5)
 
 
 def _ansible_runner() -> ModuleType:
@@ -566,6 +571,12 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     master = control_path(request.host)
     sshgate.wait_turn(request.host, needed=lambda: not master.exists())
     warming: subprocess.Popen[bytes] | None = None
+    # ansible-runner writes env/extravars and env/envvars only when they are missing, and then
+    # reads them in every later run, over the values passed in: run 2 of a step got run 1's
+    # ANSIBLE_SSH_RETRIES (0 before the host was reached) and run 1's answer files. Nothing is
+    # taken from files (suppress_env_files); files an older version left are removed.
+    for name in ("envvars", "extravars", "cmdline", "settings", "passwords", "ssh_key"):
+        (request.private_dir / "env" / name).unlink(missing_ok=True)
     chain: _SideChain | None = None
     with _stop_on_signals(guard_pidfile) as stop:
         if request.side is not None:
@@ -593,6 +604,7 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
             ident=request.ident,
             quiet=True,
             rotate_artifacts=20,
+            suppress_env_files=True,
         )
     _reap(warming)
     if chain is not None:

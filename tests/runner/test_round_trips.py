@@ -199,3 +199,22 @@ def test_nothing_follows_the_mkdir_once_a_stop_was_asked_for(
     assert work.is_dir()
     assert not (work / "in.txt").exists()
     assert not (work / ".extcomp" / "started.json").exists(), "the program was never started"
+
+
+@pytest.mark.parametrize("key_kind", ["plain"], indirect=True)
+def test_a_later_run_takes_nothing_from_an_earlier_one(make_spec: SpecFactory) -> None:
+    """Each playbook run gets its own settings: once the host was reached, ansible's own ssh
+    retries are on (run 1 had them off), and no answer file of run 1 is named in run 2 (it once
+    was, through the env files ansible-runner wrote in run 1 and read in every later run)."""
+    record = start_part(make_spec("exit", "0"))
+    run_part(record.step_id, (Phase.START, Phase.WAIT))
+    ansible = StepStore().step_dir(record.step_id) / "ansible"
+    runs = [
+        json.loads((ansible / "artifacts" / r / "command").read_text())
+        for r in ("run001", "run002")
+    ]
+    assert [r["env"]["ANSIBLE_SSH_RETRIES"] for r in runs] == ["0", "3"]
+    assert "step_side_answer" in " ".join(runs[0]["command"])
+    assert "step_side" not in " ".join(runs[1]["command"])
+    assert not (ansible / "env" / "extravars").exists()
+    assert not (ansible / "env" / "envvars").exists()
