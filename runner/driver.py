@@ -7,6 +7,7 @@ simply runs the playbook again from the first phase the record does not show as 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -400,8 +401,9 @@ def load_record(store: StepStore, step_id: str) -> StepRecord:
     """A step's record, ready to run from any dir.
 
     Records written before 0.2 may hold paths relative to the dir the step was started in, and do
-    not say which dir that was. The step's first playbook run tells: ansible-runner keeps its extra
-    vars (`ansible/env/extravars`), and their partial dir was resolved against that dir. Failing
+    not say which dir that was. The step's first playbook run tells: its extra vars (kept by that
+    version's ansible-runner in `ansible/env/extravars`, and in every run's recorded command
+    line) hold its partial dir, which was resolved against that dir. Failing
     that (the step never reached a playbook run), the current dir is taken when every file the
     step still needs is there; otherwise this is a usage error that leaves the record as it was.
     """
@@ -432,11 +434,10 @@ def load_record(store: StepStore, step_id: str) -> StepRecord:
 
 def _origin_of_old_record(store: StepStore, record: StepRecord) -> Path | None:
     """The dir an old record was made in, from its first playbook run's partial dir; or None."""
-    extravars = store.step_dir(record.step_id) / "ansible" / "env" / "extravars"
-    try:
-        partial = Path(json.loads(extravars.read_text())["step_partial_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
+    partial_dir = _first_partial_dir(store.step_dir(record.step_id) / "ansible")
+    if partial_dir is None:
         return None
+    partial = Path(partial_dir)
     results = Path(record.spec["results_dir"])
     if results.is_absolute() or record.spec.get("merge_results") or ".." in results.parts:
         return None
@@ -447,6 +448,25 @@ def _origin_of_old_record(store: StepStore, record: StepRecord) -> Path | None:
     if (origin / results).parent.resolve() / partial.name != partial:
         return None
     return origin
+
+
+def _first_partial_dir(ansible: Path) -> str | None:
+    """step_partial_dir as a playbook run of the step was given it: from the extra vars file the
+    ansible-runner of that version kept (`env/extravars`), else from a run's recorded command
+    line (`artifacts/*/command`, its `-e` JSON)."""
+    try:
+        return str(json.loads((ansible / "env" / "extravars").read_text())["step_partial_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for command in sorted((ansible / "artifacts").glob("*/command")):
+        try:
+            args = json.loads(command.read_text())["command"]
+            for flag, value in itertools.pairwise(args):
+                if flag == "-e" and value.startswith("{"):
+                    return str(json.loads(value)["step_partial_dir"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
 
 
 def resume_step(
