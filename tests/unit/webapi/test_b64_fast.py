@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import random
 
 import pytest
 
 from webapi.mint.codec import b64
-from webapi.mint.codec.b64 import Base64Decoder, BadContent, decode_strict, encode
+from webapi.mint.codec.b64 import BadContent, Base64Decoder, decode_strict, encode
 
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 # Mostly the alphabet, with the characters a strict decoder must refuse (or place) mixed in.
@@ -104,7 +105,7 @@ def test_the_fallback_decoder_gives_the_same_answers(
             text = bytearray(text.rstrip(b"="))
         cuts = sorted(rng.randint(0, len(text)) for _ in range(rng.randint(0, 3)))
         bounds = [0, *cuts, len(text)]
-        cases.append([bytes(text[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)])
+        cases.append([bytes(text[a:b]) for a, b in itertools.pairwise(bounds)])
     fast = [_feed(pieces) for pieces in cases]
     monkeypatch.setattr(b64, "FAST", False)
     assert [_feed(pieces) for pieces in cases] == fast
