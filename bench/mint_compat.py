@@ -341,7 +341,7 @@ def report(
             "ratio_ok": ratio_ok,
             "load_avg_start": load_start,
             "load_avg_end": load_end,
-            "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot"]),
+            "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot", "pybase64"]),
         },
     )
     print(f"wrote {path}")

@@ -112,7 +112,7 @@ def test_edges_agree(server: RunningServer) -> None:
 _PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     st.one_of(
         st.from_regex(ACCEPT_ID["pattern"]).filter(str.isprintable),
