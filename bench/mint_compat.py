@@ -104,11 +104,32 @@ def server(base: Path, tls: tuple[Path, Path]) -> Iterator[Server]:
         proc.wait(timeout=30)
 
 
-def timed(results: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
-    start = time.perf_counter()
-    value = fn()
-    results[name] = time.perf_counter() - start
-    return value
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (/proc/PID/stat utime, stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Timer:
+    """Wall seconds of each transfer, and the CPU seconds the server and this process (the
+    client side) spent on it together: on a loaded machine the CPU moves much less than the
+    wall time, so it says whether a change saved work or was only luck with the load."""
+
+    def __init__(self, srv: Server) -> None:
+        self.pid = srv.proc.pid
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def _cpu(self) -> float:
+        own = os.times()
+        return cpu_seconds(self.pid) + own.user + own.system
+
+    def __call__(self, name: str, fn: Callable[[], Any]) -> Any:
+        cpu, start = self._cpu(), time.perf_counter()
+        value = fn()
+        self.wall[name] = time.perf_counter() - start
+        self.cpu[name] = self._cpu() - cpu
+        return value
 
 
 def sink(name: str, work: Path) -> Callable[..., Any]:
@@ -123,9 +144,9 @@ def sink(name: str, work: Path) -> Callable[..., Any]:
     return pick
 
 
-def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
+def run_mint(srv: Server, src: Path, result: Path, work: Path) -> Timer:
     """One calc the original clients' way; returns seconds per transfer."""
-    t: dict[str, float] = {}
+    timed = Timer(srv)
     empty_log = work / "empty.log"
     empty_log.write_bytes(b"")
     settings = mint_settings(srv.url, srv.token, ca_file=srv.ca, read_timeout=600)
@@ -140,16 +161,14 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
                 wanted=["out.bin", *LOG_NAMES],
             )
         )
-        add = timed(
-            t, "workflow → server: input", lambda: api.call("POST", "add-calcinfo", body=body)
-        )
+        add = timed("workflow → server: input", lambda: api.call("POST", "add-calcinfo", body=body))
         aid = add["accept_id"]
         api.call("POST", "allow-wait-calc", doc={"accept_id": aid})
         assert api.call("GET", "calc-request", params={"site_id": SITE})["accept_id"] == aid
         ids = {"accept_id": aid, "site_id": SITE}
 
         params = lambda: api.get_stream("calc-params", ids, sink("in.bin", work))  # noqa: E731
-        timed(t, "server → poller: input", params)
+        timed("server → poller: input", params)
         for step in ("calc-params-complete", "calc-start"):
             api.call("POST", step, doc=ids)
         api.call("POST", "calc-end", doc={**ids, "result": "calc end"})
@@ -158,14 +177,13 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
         fields += [FileField(n, FilePiece.of_path(empty_log), *text) for n in LOG_NAMES]
         head = b'{"accept_id": ' + js(aid) + b', "site_id": ' + js(SITE) + b', "result_files": '
         body = StreamBody([head, *bodies.result_files(fields), b"}"])
-        timed(t, "poller → server: result", lambda: api.call("POST", "send-results", body=body))
+        timed("poller → server: result", lambda: api.call("POST", "send-results", body=body))
         api.call("POST", "end-send", doc={**ids, "result": "end send"})
         assert (
             api.call("GET", "calc-status", params={"accept_id": aid})["message"]
             == "status:completed"
         )
         timed(
-            t,
             "server → workflow: result",
             lambda: api.get_stream(
                 "get-calc-result", {"accept_id": aid}, sink("out.bin", work), doc={"accept_id": aid}
@@ -174,12 +192,12 @@ def run_mint(srv: Server, src: Path, result: Path, work: Path) -> dict[str, floa
     for name, want in (("in.bin", src), ("out.bin", result)):
         if (work / name).stat().st_size != want.stat().st_size:
             raise RuntimeError(f"mint: {name} came back with the wrong size")
-    return t
+    return timed
 
 
-def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, float]:
+def run_native(srv: Server, src: Path, result: Path, work: Path) -> Timer:
     """The same calc through /api/v1 with our transport (raw bytes, Range/resume, sha256)."""
-    t: dict[str, float] = {}
+    timed = Timer(srv)
     api = Transport(
         TransportSettings(url=srv.url, token=srv.token, ca_file=srv.ca, read_timeout=600)
     )
@@ -192,13 +210,12 @@ def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, fl
             json={"site": SITE, "command": COMMAND, "args": [], "inputs": [entry]},
         )
         base = f"/api/v1/calcs/{calc['id']}"
-        timed(t, "workflow → server: input", lambda: api.upload(f"{base}/inputs/in.bin", src))
+        timed("workflow → server: input", lambda: api.upload(f"{base}/inputs/in.bin", src))
         _, claim = api.call(
             "POST", f"/api/v1/sites/{SITE}/claim", json={"poller": "bench", "wait": 10}
         )
         lease = claim["lease"]["id"]
         timed(
-            t,
             "server → poller: input",
             lambda: api.download(
                 f"{base}/inputs/in.bin", work / "in.bin", size=size, sha256=digest
@@ -215,12 +232,10 @@ def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, fl
             },
         )
         timed(
-            t,
             "poller → server: result",
             lambda: api.upload(f"{base}/results/out.bin", result, params={"lease": lease}),
         )
         timed(
-            t,
             "server → workflow: result",
             lambda: api.download(
                 f"{base}/results/out.bin", work / "out.bin", size=rsize, sha256=rdigest
@@ -228,7 +243,7 @@ def run_native(srv: Server, src: Path, result: Path, work: Path) -> dict[str, fl
         )
     finally:
         api.close()
-    return t
+    return timed
 
 
 def random_file(path: Path, mib: int) -> Path:
@@ -246,6 +261,7 @@ def main() -> int:
     load_start = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(tempfile.mkdtemp(prefix="mint-compat-"))
     times: dict[str, list[dict[str, float]]] = {"mint": [], "native": []}
+    cpu: dict[str, list[dict[str, float]]] = {"mint": [], "native": []}
     rss: dict[str, list[dict[str, float]]] = {"mint": [], "native": []}
     try:
         tls = make_tls(tmp)
@@ -263,7 +279,9 @@ def main() -> int:
                     idle = srv.hwm_kib()
                     work = base / "work"
                     work.mkdir()
-                    times[kind].append(sides[kind](srv, src, result, work))
+                    timer = sides[kind](srv, src, result, work)
+                    times[kind].append(timer.wall)
+                    cpu[kind].append(timer.cpu)
                     peak = srv.hwm_kib()
                     rss[kind].append(
                         {
@@ -275,7 +293,7 @@ def main() -> int:
                 shutil.rmtree(base, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return report(args.size_mib, times, rss, load_start)
+    return report(args.size_mib, times, cpu, rss, load_start)
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
@@ -285,6 +303,7 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
 def report(
     size: int,
     times: dict[str, list[dict[str, float]]],
+    cpu: dict[str, list[dict[str, float]]],
     rss: dict[str, list[dict[str, float]]],
     load_start: list[float],
 ) -> int:
@@ -303,6 +322,16 @@ def report(
         f"{runs} runs per side alternating (medians), load {load_start[0]} -> {load_end[0]}"
     )
     print(format_table(["transfer", "mint s", "native s", "mint/native"], rows))
+    print()
+    cpu_rows = []
+    for step in cpu["mint"][0]:
+        m, n = _median(cpu["mint"], step), _median(cpu["native"], step)
+        cpu_rows.append([step, f"{m:.2f}", f"{n:.2f}", f"{m / n:.2f}x"])
+    cpu_totals = {k: statistics.median(sum(t.values()) for t in runs) for k, runs in cpu.items()}
+    cm, cn = cpu_totals["mint"], cpu_totals["native"]
+    cpu_rows.append(["total transfers", f"{cm:.2f}", f"{cn:.2f}", f"{cm / cn:.2f}x"])
+    print("CPU seconds, server + client together (information, no target):")
+    print(format_table(["transfer", "mint CPU s", "native CPU s", "mint/native"], cpu_rows))
     print()
     growth = {k: max(r["growth_mib"] for r in v) for k, v in rss.items()}
     print(
@@ -333,6 +362,7 @@ def report(
             "size_mib": size,
             "runs": runs,
             "seconds": times,
+            "cpu_seconds": cpu,
             "ratio": round(ratio, 3),
             "ratio_target": RATIO_TARGET,
             "server_rss": rss,
@@ -341,7 +371,9 @@ def report(
             "ratio_ok": ratio_ok,
             "load_avg_start": load_start,
             "load_avg_end": load_end,
-            "machine": machine_info(packages=["requests", "urllib3", "bottle", "cheroot"]),
+            "machine": machine_info(
+                packages=["requests", "urllib3", "bottle", "cheroot", "pybase64"]
+            ),
         },
     )
     print(f"wrote {path}")

@@ -354,13 +354,23 @@ _DOC: dict[str, Any] = {
 }
 
 
-def openapi_document(mint_bodies: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def openapi_document(
+    mint_bodies: Mapping[str, dict[str, Any]] | None = None,
+    mint_queries: Mapping[str, Mapping[str, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """A copy of the document (callers may not mutate the shared one). `mint_bodies` maps an
-    original-protocol call to its request body's schema: this package may not import
-    webapi.mint, so the server's composition root passes them in (webapi.server.app); without
-    them those bodies are only "an object"."""
+    original-protocol call to its request body's schema, `mint_queries` a GET call to its query
+    parameters' schemas: this package may not import webapi.mint, so the server's composition
+    root passes them in (webapi.server.app); without them those are only "an object" and free
+    strings."""
     doc = copy.deepcopy(_DOC)
     for name, schema in (mint_bodies or {}).items():
         op = doc["paths"][f"{MINT_PREFIX}{name}"]["post"]
         op["requestBody"]["content"] = _json(copy.deepcopy(schema))
+    for name, params in (mint_queries or {}).items():
+        op = doc["paths"][f"{MINT_PREFIX}{name}"]["get"]
+        op["parameters"] = [
+            {"name": q, "in": "query", "required": False, "schema": copy.deepcopy(schema)}
+            for q, schema in params.items()
+        ]
     return doc

@@ -14,7 +14,7 @@ from webapi.contract.calc import CalcState, LoginGrant
 from webapi.contract.openapi import openapi_document
 from webapi.contract.timefmt import format_ts
 from webapi.errors import ApiError, BadRequest
-from webapi.mint.server import register_mint_routes, request_schemas
+from webapi.mint.server import query_schemas, register_mint_routes, request_schemas
 from webapi.server.auth import Principal, UserStore
 from webapi.server.config import ConfigSource, ServerConfig
 from webapi.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -95,8 +95,8 @@ def _sites_doc(deps: Deps, conf: ServerConfig) -> dict[str, Any]:
 
 def api_document() -> dict[str, Any]:
     """The served OpenAPI document: the contract's, with the original protocol's request bodies
-    as its parsers describe them."""
-    return openapi_document(request_schemas())
+    and GET query parameters as its parsers describe them."""
+    return openapi_document(request_schemas(), query_schemas())
 
 
 def create_app(

@@ -1,6 +1,7 @@
 """The original protocol's small control bodies (accept_id, site_id, …): one table that both
 parses them (`parse_call`) and describes them as JSON Schemas (`call_schemas`), so the OpenAPI
-document cannot say other than what the server accepts."""
+document cannot say other than what the server accepts; the GET calls' query parameters are
+described from the same fields (`query_schemas`)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,17 @@ CALLS: dict[str, tuple[Field, ...]] = {
 }
 
 
+# The GET calls take the same ids as query parameters. A missing or malformed accept_id is
+# answered 404 ("not a calc id") and a site_id that is not served 400, as the original did.
+QUERIES: dict[str, tuple[Field, ...]] = {
+    "calc-status": (_ACCEPT,),
+    "calc-progress": (_ACCEPT,),
+    "get-calc-result": (_ACCEPT,),
+    "calc-request": (_SITE,),
+    "calc-params": (_ACCEPT, _SITE),
+}
+
+
 def parse_call(call: str, doc: dict[str, Any]) -> dict[str, Any]:
     """`doc` if it is a well-formed body of `call` (other members are ignored, as the original
     did); BadRequest naming the member otherwise. Whether the accept_id names a calc is the
@@ -115,3 +127,8 @@ def call_schemas() -> dict[str, Schema]:
         }
         for call, fields in CALLS.items()
     }
+
+
+def query_schemas() -> dict[str, dict[str, Schema]]:
+    """Each GET call's query parameters (name → JSON Schema), from the same fields as the bodies."""
+    return {call: {f.name: dict(f.schema) for f in fields} for call, fields in QUERIES.items()}

@@ -21,8 +21,10 @@ def calc_id_of(accept_id: object) -> str | None:
     """The calc id for an accept_id (our own ids are accepted too), or None if it is not one."""
     if not isinstance(accept_id, str):
         return None
-    if CALC_ID_RE.match(accept_id):
+    # fullmatch: a bare '$' also matches before a final newline ("<uuid>\n" is not an id; the
+    # body parser and the OpenAPI pattern refuse it too).
+    if CALC_ID_RE.fullmatch(accept_id):
         return accept_id
-    if not UUID_RE.match(accept_id):
+    if not UUID_RE.fullmatch(accept_id):
         return None
     return "c-" + accept_id.replace("-", "").lower()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import bottle
 
+from webapi.mint.codec.calls import query_schemas
 from webapi.mint.server.documents import request_schemas
 from webapi.mint.server.payloads import remove_stale_staging
 from webapi.mint.server.routes_site import register_site_routes
 from webapi.mint.server.routes_workflow import register_workflow_routes
 from webapi.server.routing import Deps
 
-__all__ = ["register_mint_routes", "request_schemas"]
+__all__ = ["query_schemas", "register_mint_routes", "request_schemas"]
 
 
 def register_mint_routes(app: bottle.Bottle, deps: Deps) -> None:

@@ -17,6 +17,7 @@ from webapi.mint.codec.b64 import BadContent, FileSink
 from webapi.mint.codec.bodies import Piece, body_length, iter_body
 from webapi.mint.codec.jsonstream import JsonError, SinkFor, StreamParser
 from webapi.server.routing import Stream
+from webapi.store.sink import start_writeback
 
 
 class Budget:
@@ -54,7 +55,8 @@ class Staging:
     def sink(self, label: str) -> FileSink:
         # Staged names are counters, never the client's names: those are checked separately.
         path = self.dir / f"{TMP_PREFIX}{len(self._sinks)}"
-        sink = FileSink(path, label, take=self.budget.take)
+        # Written back as it arrives: adopt_file's fsync (before the answer) then waits for little.
+        sink = FileSink(path, label, take=self.budget.take, writeback=start_writeback)
         self._sinks.append(sink)
         return sink
 
