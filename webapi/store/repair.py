@@ -16,7 +16,7 @@ from webapi.calcs import Calc
 from webapi.contract.calc import CALC_ID_RE, FINAL_STATES, CalcState, FileEntry
 from webapi.contract.names import sha256_file
 from webapi.fs import is_locked, is_temp, write_yaml_atomic
-from webapi.store.finals import Final, signature
+from webapi.store.finals import Final, of_calc, signature
 from webapi.store.records import read_calc
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def repair(root: Path, known: dict[str, Final] | None = None) -> Opened:
             if calc.state in FINAL_STATES:
                 sig = signature(root / "calcs" / name)
                 if sig is not None:
-                    key = None if calc.request_id is None else calcs.request_key(calc.request_id)
-                    finals[name] = Final(sig[0], sig[1], calc.user, key)
+                    finals[name] = of_calc(sig, calc)
     # Indexes are derived data: rebuild them from scratch in fresh dirs, then swap them in.
     parsed = {calc.id for calc in found}
     for index in INDEXES:

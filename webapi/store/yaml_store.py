@@ -11,7 +11,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -112,7 +113,10 @@ class YamlJobStore:
         self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}
         self._listing_lock = threading.Lock()
         self._listeners: list[StoreEvents] = []
-        self._census = Census(self.root / "calcs")
+        # The census counts the final calcs finals.json vouches for without parsing them: the
+        # owner's in-memory index, or (beside a running owner) the file as last written.
+        self._census = Census(self.root / "calcs", self.known_finals)
+        self._finals_file: dict[str, finals.Final] | None = None
         self._census_lock = threading.Lock()
 
     @classmethod
@@ -174,8 +178,7 @@ class YamlJobStore:
         if calc.state in FINAL_STATES:
             sig = finals.signature(self.calc_dir(calc.id))
             if sig is not None:
-                key = None if calc.request_id is None else calcs.request_key(calc.request_id)
-                self._finals[calc.id] = finals.Final(sig[0], sig[1], calc.user, key)
+                self._finals[calc.id] = finals.of_calc(sig, calc)
                 self._finals_changes += 1
         elif self._finals.pop(calc.id, None) is not None:
             self._finals_changes += 1
@@ -658,14 +661,32 @@ class YamlJobStore:
     def census(self) -> StoreCensus:
         """Calcs by (site, state) and the oldest queued time per site, for a metrics scrape."""
         with self._census_lock:  # two scrapes at once share one pass over the records
-            counts = self._census.count()
-        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"))
+            by_user = self._census.count_by_user()
+        counts: Counter[tuple[str, str]] = Counter()
+        for (site, state, _user), n in by_user.items():
+            counts[site, state] += n
+        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"), dict(by_user))
+
+    def known_finals(self) -> Mapping[str, finals.Final]:
+        """The finals index the census may take (site, state, user) from; every entry is
+        checked against its record's signature before use, so a stale one is only a miss."""
+        if self.owner.held:
+            return self._finals
+        if self._finals_file is None:
+            self._finals_file = finals.load(self.root)
+        return self._finals_file
 
     def purge(
         self, rule_for: Callable[[str], RetentionRule], *, dry_run: bool = False
     ) -> PurgeReport:
         """Remove final calcs past their site's retention rule (see webapi.store.retention)."""
-        return purge(self, rule_for, dry_run=dry_run)
+        report = purge(self, rule_for, dry_run=dry_run)
+        if self.owner.held and not dry_run and report.calcs:
+            with self.lock():  # the next finals.json need not name calcs that are gone
+                for gone in report.calcs:
+                    self._finals.pop(gone.id, None)
+                self._finals_changes += 1
+        return report
 
     def close(self) -> None:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""
