@@ -70,7 +70,7 @@ def vouched(root: Path, known: Mapping[str, Final], calc_id: str) -> Final | Non
     if got is None:
         return None
     try:
-        st = os.stat(root / "calcs" / calc_id / "calc.yaml")
+        st = os.stat(f"{root}/calcs/{calc_id}/calc.yaml")  # a str: cheaper than Path joins
     except OSError:
         return None
     return got if (st.st_mtime_ns, st.st_size, st.st_ino) == got.record else None
