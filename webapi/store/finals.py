@@ -76,10 +76,10 @@ def vouched(root: Path, known: Mapping[str, Final], calc_id: str) -> Final | Non
     return got if (st.st_mtime_ns, st.st_size, st.st_ino) == got.record else None
 
 
-def signature(calc_dir: Path) -> tuple[_Sig, int] | None:
+def signature(calc_dir: Path | str) -> tuple[_Sig, int] | None:
     """(calc.yaml's signature, the dir's mtime_ns), or None if either is missing."""
     try:
-        st = os.stat(calc_dir / "calc.yaml")
+        st = os.stat(f"{calc_dir}/calc.yaml")
         folder = os.stat(calc_dir).st_mtime_ns
     except OSError:
         return None

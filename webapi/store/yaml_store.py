@@ -104,10 +104,12 @@ class YamlJobStore:
                 "one its own data_dir",
             )
             with self.lock():
-                opened = repair(self.root, finals.load(self.root))
+                known = finals.load(self.root)
+                opened = repair(self.root, known)
                 self.tracker.load(opened.calcs)
                 self._finals = opened.finals
-                finals.save(self.root, self._finals)
+                if self._finals != known:  # after a clean stop usually equal: nothing to write
+                    finals.save(self.root, self._finals)
         self.pollers = PollerRegistry(self.root / "pollers")
         self.files = FileTransfers(self)
         self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}

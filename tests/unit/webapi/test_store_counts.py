@@ -15,6 +15,7 @@ import pytest
 from tests.unit.webapi.test_store_index import count_reads, new_calc, populate, succeed
 from webapi.contract.calc import CalcState
 from webapi.store import census, finals, yaml_store
+from webapi.store.base import NewCalcRequest
 from webapi.store.retention import RetentionRule
 from webapi.store.yaml_store import YamlJobStore
 
@@ -174,3 +175,38 @@ def test_a_calcs_own_path_reads_the_same_records_however_many_calcs_ended(
     late = one_calc()
     assert late == early
     assert "other" not in late
+
+
+def _register(store: YamlJobStore, request_id: str) -> tuple[str, bool]:
+    req = NewCalcRequest(
+        user="alice", site="site-a", command="sample", args=(), inputs=(), request_id=request_id
+    )
+    calc, created = store.create(req, quota_bytes=0)
+    return calc.id, created
+
+
+def test_a_restart_keeps_the_requests_index_right_without_rewriting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = YamlJobStore(tmp_path)
+    ids = {}
+    for n in range(4):
+        cid, _ = _register(store, f"req-{n}")
+        ids[f"req-{n}"] = succeed(store, store.get(cid)).id
+    store.close()
+    base = tmp_path / "requests" / "alice"
+    entries = sorted(base.iterdir())
+    assert len(entries) == 4
+    # Damage: one entry wrong, one gone, one empty (torn), a leftover nobody expects.
+    entries[0].write_text("c-" + "0" * 32)
+    entries[1].unlink()
+    entries[2].write_text("")
+    (base / "left-over").write_text("c-" + "1" * 32)
+    (tmp_path / "requests" / "mallory").write_text("not a dir")
+    untouched = entries[3].stat().st_ino, entries[3].stat().st_mtime_ns
+    again = YamlJobStore(tmp_path)
+    assert sorted(p.name for p in base.iterdir()) == sorted(p.name for p in entries)
+    assert not (tmp_path / "requests" / "mallory").exists()
+    assert (entries[3].stat().st_ino, entries[3].stat().st_mtime_ns) == untouched
+    for request_id, calc_id in ids.items():  # a retry gets its calc, never a second one
+        assert _register(again, request_id) == (calc_id, False)
