@@ -327,7 +327,15 @@ class YamlJobStore:
             with self._listing_lock:
                 for gone in set(self._listing) - set(entries):
                     del self._listing[gone]
+        # A final calc the finals index vouches for (its record unchanged since) is skipped
+        # without a parse when its state, user or site cannot match: a listing of failed calcs,
+        # or a user's own, then parses those, not the whole history.
+        filtered = state is not None or user is not None or site is not None
+        known = self.known_finals() if indexed is None and filtered else {}
         for entry in entries:
+            final = finals.vouched(self.root, known, entry) if known else None
+            if final is not None and not _may_match(final, user, state, site):
+                continue
             try:
                 calc = self._listed(entry)
             except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
@@ -699,6 +707,20 @@ class YamlJobStore:
         except OSError as exc:  # e.g. the data dir's disk is gone: stopping must still work
             log.warning("store: finals index of %s not written on close (%s)", self.root, exc)
         self.owner.release()
+
+
+def _may_match(
+    final: finals.Final, user: str | None, state: CalcState | None, site: str | None
+) -> bool:
+    """Whether a final calc, as its index entry describes it, can pass a listing's filters."""
+    summary = final.summary
+    if summary is None:  # a version 1 entry: only the user is known
+        return user is None or final.user == user
+    return (
+        (user is None or final.user == user)
+        and (state is None or summary[1] == str(state))
+        and (site is None or summary[0] == site)
+    )
 
 
 def _listdir(path: Path) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.webapi.test_store_index import count_reads, new_calc, populate, succeed
+from tests.unit.webapi.test_store_index import count_reads, listed, new_calc, populate, succeed
 from webapi.contract.calc import CalcState
 from webapi.store import census, finals, yaml_store
 from webapi.store.base import NewCalcRequest
@@ -210,3 +210,29 @@ def test_a_restart_keeps_the_requests_index_right_without_rewriting_it(
     assert (entries[3].stat().st_ino, entries[3].stat().st_mtime_ns) == untouched
     for request_id, calc_id in ids.items():  # a retry gets its calc, never a second one
         assert _register(again, request_id) == (calc_id, False)
+
+
+def test_listings_by_final_state_or_user_parse_only_what_can_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = YamlJobStore(tmp_path)
+    expected = populate(store)
+    bobs = succeed(store, new_calc(store, user="bob", site="site-b")).id
+    store.close()
+    again = YamlJobStore(tmp_path)
+    open_states = (CalcState.QUEUED, CalcState.RUNNING, CalcState.REGISTERED)
+    non_final = {cid for s in open_states for cid in expected[s]}
+    reads = count_reads(monkeypatch, yaml_store)
+    assert listed(again, CalcState.CANCELLED) == expected[CalcState.CANCELLED]
+    assert set(reads) == expected[CalcState.CANCELLED] | non_final
+    reads.clear()
+    mine = {c.id for c in again.list_calcs(user="bob", state=None, site=None)}
+    assert bobs in mine and set(reads) == {bobs}  # the non-final ones are cached by now
+    # A second process makes one vouched calc cancelled: its entry still says succeeded.
+    beside = YamlJobStore(tmp_path, owner=False)
+    target = sorted(expected[CalcState.SUCCEEDED])[0]
+    beside.requeue(target)
+    beside.cancel(target, "by an admin")
+    assert listed(again, CalcState.CANCELLED) == expected[CalcState.CANCELLED] | {target}
+    assert listed(again, CalcState.SUCCEEDED) == (expected[CalcState.SUCCEEDED] | {bobs}) - {target}
+    assert listed(again, CalcState.SUCCEEDED, site="site-b") == {bobs}
