@@ -173,6 +173,11 @@ class YamlJobStore:
                     os.unlink(self.root / index / new.id)
         if self.owner.held:
             self._note_final(new)
+        if new.state in FINAL_STATES and (old is None or old.state not in FINAL_STATES):
+            # Listings by a non-final state cached it; none will again. Without this the cache
+            # kept every calc ever queued (only a full listing prunes it).
+            with self._listing_lock:
+                self._listing.pop(new.id, None)
         return new
 
     def _note_final(self, calc: Calc) -> None:

@@ -236,3 +236,17 @@ def test_listings_by_final_state_or_user_parse_only_what_can_match(
     assert listed(again, CalcState.CANCELLED) == expected[CalcState.CANCELLED] | {target}
     assert listed(again, CalcState.SUCCEEDED) == (expected[CalcState.SUCCEEDED] | {bobs}) - {target}
     assert listed(again, CalcState.SUCCEEDED, site="site-b") == {bobs}
+
+
+def test_the_listing_cache_does_not_keep_every_calc_ever_queued(tmp_path: Path) -> None:
+    """Queued/running listings (the status page, a benchmark's wait) cache the calcs they
+    parse; a calc that ends leaves that cache, so it holds what is open, not the history."""
+    store = YamlJobStore(tmp_path)
+    for _ in range(12):
+        calc = new_calc(store)
+        assert listed(store, CalcState.QUEUED) == {calc.id}
+        succeed(store, calc)
+        assert listed(store, CalcState.QUEUED) == set()
+    assert len(store._listing) == 0
+    everything = store.list_calcs(user=None, state=None, site=None)  # a full listing caches all
+    assert len(everything) == len(store._listing) == 12
