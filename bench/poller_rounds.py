@@ -7,6 +7,12 @@ Nothing is cleaned between rounds, so by the last round each poller's state dir 
 (R-1)*C/P finished records and the store (R-1)*C final calcs. Target: the last round within
 10 % of the first (flat per round); every calc succeeded exactly once.
 
+Next to each round's wall time it reports what a load spike would distort less: the median
+per-calc latency (registered to succeeded, from each calc's own `created`/`updated`), the CPU
+seconds the server and the pollers used in the round (per calc), and the load average at the
+round's start and end. A round that is slow in wall time but not in CPU per calc was slowed by
+the machine, not by the store's history.
+
     .venv/bin/python bench/poller_rounds.py            # 6 rounds of 1,000 calcs, 4 pollers
     .venv/bin/python bench/poller_rounds.py --quick    # 4 rounds of 100 (~1-2 min)
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +41,7 @@ from _common import Progress, format_table, machine_info, write_json  # noqa: E4
 from webapi_mode import SITE, STAMP, api_server, stop_proc  # noqa: E402
 
 from tests.fixtures.tls import make_tls  # noqa: E402
+from webapi.contract.timefmt import parse_ts  # noqa: E402
 
 TARGET_RATIO = 1.10
 
@@ -79,6 +87,15 @@ def start_pollers(tmp: Path, url: str, token: str, ca: Path, n: int) -> list[Any
     return procs
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc), 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
     tls = make_tls(tmp / "tls")
     rounds: list[dict[str, Any]] = []
@@ -102,6 +119,11 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
                 raise RuntimeError(f"register: HTTP {r.status_code} {r.text[:200]}")
             return str(r.json()["id"])
 
+        def latency(cid: str) -> tuple[str, float]:
+            doc = session().get(f"{api.srv.url}/api/v1/calcs/{cid}", timeout=60).json()
+            seconds = parse_ts(doc["updated"]) - parse_ts(doc["created"])
+            return f"{doc['state']}/attempts={doc['attempts']}", seconds
+
         def waiting() -> int:
             n = 0
             for state in ("queued", "running"):
@@ -112,6 +134,9 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
         try:
             time.sleep(1.0)  # the pollers start and park in their first long-poll
             for rnd in range(sizes.rounds):
+                load_start = os.getloadavg()
+                srv_cpu0 = cpu_seconds(api.srv.proc.pid)
+                poll_cpu0 = sum(cpu_seconds(p.pid) for p in pollers)
                 t0 = time.monotonic()
                 with ThreadPoolExecutor(4) as pool:
                     ids = list(pool.map(register, range(sizes.calcs)))
@@ -125,11 +150,18 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
                     prog.show(f"round {rnd + 1}/{sizes.rounds}: {left} calcs left")
                     time.sleep(0.25)
                 seconds = time.monotonic() - t0
+                load_end = os.getloadavg()
+                srv_cpu = cpu_seconds(api.srv.proc.pid) - srv_cpu0
+                poll_cpu = sum(cpu_seconds(p.pid) for p in pollers) - poll_cpu0
+                ended_at = time.time()
+                # Every calc read back (after the round's clock stopped): succeeded, no lease
+                # lost, and its own latency from registration to success.
                 states: dict[str, int] = {}
-                for cid in ids[:: max(1, len(ids) // 50)]:  # a sample: succeeded, no lease lost
-                    doc = session().get(f"{api.srv.url}/api/v1/calcs/{cid}", timeout=60).json()
-                    key = f"{doc['state']}/attempts={doc['attempts']}"
+                with ThreadPoolExecutor(4) as pool:
+                    answers = list(pool.map(latency, ids))
+                for key, _lat in answers:
                     states[key] = states.get(key, 0) + 1
+                lat = [x for _k, x in answers]
                 records = sum(len(os.listdir(tmp / f"state-{i}")) for i in range(sizes.pollers))
                 rounds.append(
                     {
@@ -138,8 +170,16 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
                         "register_s": round(registered_s, 2),
                         "calcs_per_s": round(sizes.calcs / seconds, 2),
                         "state_records": records,
-                        "sampled_states": states,
-                        "load": os.getloadavg(),
+                        "states": states,
+                        "latency_median_s": round(statistics.median(lat), 3),
+                        "latency_p90_s": round(statistics.quantiles(lat, n=10)[-1], 3),
+                        "server_cpu_s": round(srv_cpu, 2),
+                        "pollers_cpu_s": round(poll_cpu, 2),
+                        "server_cpu_ms_per_calc": round(1000 * srv_cpu / sizes.calcs, 2),
+                        "pollers_cpu_ms_per_calc": round(1000 * poll_cpu / sizes.calcs, 2),
+                        "load_start": load_start,
+                        "load": load_end,
+                        "ended_at": ended_at,
                     }
                 )
                 prog.clear()  # one line per round as it ends: a long run shows its trend
@@ -174,27 +214,49 @@ def main() -> int:
             str(r["round"]),
             f"{r['seconds']:.1f} s",
             f"{r['calcs_per_s']:.1f}",
+            f"{r['latency_median_s']:.2f} s",
+            f"{r['server_cpu_ms_per_calc']:.1f} ms",
+            f"{r['pollers_cpu_ms_per_calc']:.1f} ms",
             str(r["state_records"]),
-            " ".join(f"{k}:{v}" for k, v in sorted(r["sampled_states"].items())),
-            "/".join(f"{x:.2f}" for x in r["load"]),
+            " ".join(f"{k}:{v}" for k, v in sorted(r["states"].items())),
+            f"{r['load_start'][0]:.2f} -> {r['load'][0]:.2f}",
         ]
         for r in res["rounds"]
     ]
-    print(format_table(["round", "time", "calcs/s", "state records", "sampled", "load"], rows))
-    first, last = res["rounds"][0]["seconds"], res["rounds"][-1]["seconds"]
-    ratio = last / first
-    bad = [
-        r["round"] for r in res["rounds"] if set(r["sampled_states"]) != {"succeeded/attempts=0"}
+    headers = [
+        "round",
+        "time",
+        "calcs/s",
+        "latency p50",
+        "server CPU/calc",
+        "pollers CPU/calc",
+        "state records",
+        "states",
+        "load (1 min)",
     ]
+    print(format_table(headers, rows))
+    first, last = res["rounds"][0], res["rounds"][-1]
+    ratio = last["seconds"] / first["seconds"]
+    cpu_ratio = (last["server_cpu_s"] + last["pollers_cpu_s"]) / max(
+        first["server_cpu_s"] + first["pollers_cpu_s"], 1e-9
+    )
+    bad = [r["round"] for r in res["rounds"] if set(r["states"]) != {"succeeded/attempts=0"}]
     ok = ratio <= TARGET_RATIO and not bad
     summary = (
         f"poller rounds: {sizes.rounds} x {sizes.calcs} calcs, {sizes.pollers} pollers: "
-        f"last/first round {ratio:.2f}x (target <= {TARGET_RATIO}x)"
+        f"last/first round {ratio:.2f}x (target <= {TARGET_RATIO}x; CPU per round "
+        f"{cpu_ratio:.2f}x, load {first['load_start'][0]:.2f} -> {last['load'][0]:.2f})"
         + (f"; rounds with calcs not succeeded once: {bad}" if bad else "")
         + ("; met" if ok else "; MISSED")
     )
     print(summary)
-    payload = {"machine": info, **res, "ratio_last_first": ratio, "summary": summary}
+    payload = {
+        "machine": info,
+        **res,
+        "ratio_last_first": ratio,
+        "cpu_ratio_last_first": cpu_ratio,
+        "summary": summary,
+    }
     print(f"JSON: {write_json('poller_rounds', payload)}")
     return 0 if ok else 1
 

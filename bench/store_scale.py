@@ -8,7 +8,11 @@ servers up, alternating small/big run by run:
 - claim latency (p50/p99) under N long-polling pollers (bench/webapi_mode.py case c's storm);
 - `GET /api/v1/calcs?state=queued` as a user and as an admin (the status page's queue);
 - `extcomp-api calcs list --state queued` as a process;
-- and, once each, the server's start-up time on the data dir (first open: no index yet).
+- and, once each, the server's start-up time on the data dir (first open: no index yet);
+- then, in this process on the big store after its server stopped (finals.json written): the
+  census a first metrics scrape or status page makes, and retention's judging pass (a purge
+  dry run), each with the finals index and without it (how both worked before it carried
+  site, state and end time), alternating.
 
 Target: the big store within 1.5x of the small one (medians for listings, p99 for claims).
 
@@ -44,6 +48,10 @@ from tests.fixtures.tls import make_tls  # noqa: E402
 from webapi.calcs import Calc, Lease, StateChange  # noqa: E402
 from webapi.contract.calc import CalcState, FileEntry  # noqa: E402
 from webapi.server.auth import UserStore  # noqa: E402
+from webapi.store import finals  # noqa: E402
+from webapi.store.census import Census  # noqa: E402
+from webapi.store.retention import RetentionRule, purge  # noqa: E402
+from webapi.store.yaml_store import YamlJobStore  # noqa: E402
 
 TARGET_RATIO = 1.5
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -63,6 +71,7 @@ class Sizes:
     lists: int  # listing requests per store and kind, alternating
     cli_runs: int
     drain_limit_s: float
+    index_runs: int = 3  # census and purge judging with/without the finals index, alternating
 
 
 FULL = Sizes(
@@ -264,6 +273,48 @@ def timed_cli(srv: Server, expect: int) -> float:
 
 
 # -- the run --------------------------------------------------------------------------------
+class _Unindexed:
+    """The store as retention saw it before the finals index carried site, state and end
+    time: every record read."""
+
+    def __init__(self, store: YamlJobStore) -> None:
+        self.store = store
+        self.root = store.root
+        self.lock = store.lock
+        self.read = store.read
+        self.calc_dir = store.calc_dir
+
+    def known_finals(self) -> dict[str, finals.Final]:
+        return {}
+
+
+def index_uses(data_dir: Path, runs: int, prog: Progress) -> dict[str, Samples]:
+    """First census and a purge's judging pass on `data_dir`, with and without the finals
+    index, alternating (who goes first alternates too)."""
+    out = {
+        f"{what} {how}": Samples(f"{what} {how}")
+        for what in ("census", "purge judging")
+        for how in ("index", "no index")
+    }
+    store = YamlJobStore(data_dir)
+    keep_all = RetentionRule(keep=10**9)  # judge every final calc, remove none
+    try:
+        for r in range(runs):
+            for how in ("index", "no index") if r % 2 == 0 else ("no index", "index"):
+                prog.show(f"census and purge judging, {how} ({r + 1}/{runs})")
+                known = store.known_finals if how == "index" else None
+                started = time.perf_counter()
+                Census(data_dir / "calcs", known).count_by_user()
+                out[f"census {how}"].add(time.perf_counter() - started)
+                target = store if how == "index" else _Unindexed(store)
+                started = time.perf_counter()
+                purge(target, lambda _site: keep_all, dry_run=True)
+                out[f"purge judging {how}"].add(time.perf_counter() - started)
+    finally:
+        store.close()
+    return out
+
+
 def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
     tls = make_tls(tmp / "tls")
     gen: dict[str, float] = {}
@@ -311,7 +362,9 @@ def run(tmp: Path, sizes: Sizes, prog: Progress) -> dict[str, Any]:
         prog.show(f"restarting the {label} store's server")
         with server(tmp / label, tls, threads) as again:
             restart[label] = again.start_s
+    uses = index_uses(tmp / "big" / "data", sizes.index_runs, prog)
     return {
+        "index_uses": uses,
         "sizes": asdict(sizes),
         "generate_s": {k: round(v, 2) for k, v in gen.items()},
         "start_s": {k: round(v, 3) for k, v in start.items()},
@@ -361,6 +414,23 @@ def report(res: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     return rows, misses
 
 
+def report_index(res: dict[str, Any], big: int) -> list[list[str]]:
+    """With the finals index against without it (before), on the big store."""
+    rows = []
+    for what in ("census", "purge judging"):
+        with_index = res["index_uses"][f"{what} index"].median
+        without = res["index_uses"][f"{what} no index"].median
+        rows.append(
+            [
+                f"{what}, {big} calcs",
+                f"{without * 1000:.0f} ms",
+                f"{with_index * 1000:.0f} ms",
+                f"{with_index / without:.2f}x",
+            ]
+        )
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1,000 vs 10,000 calcs, 50 pollers")
@@ -383,6 +453,9 @@ def main() -> int:
     rows, misses = report(res)
     headers = ["what", f"{sizes.small} calcs", f"{sizes.big} calcs", "ratio", "target", "ok"]
     print(format_table(headers, rows))
+    index_rows = report_index(res, sizes.big)
+    index_headers = ["what (medians)", "no index (before)", "finals index", "ratio"]
+    print(format_table(index_headers, index_rows))
     load = os.getloadavg()
     summary = (
         f"store scale: {sizes.big} vs {sizes.small} calcs, {sizes.pollers} pollers; "
@@ -404,6 +477,8 @@ def main() -> int:
         "lists": {f"{k[0]}/{k[1]}": v.to_dict() for k, v in res["lists"].items()},
         "cli": {k: v.to_dict() for k, v in res["cli"].items()},
         "table": rows,
+        "index_uses": {k: v.to_dict() for k, v in res["index_uses"].items()},
+        "index_table": index_rows,
         "summary": summary,
     }
     print(f"JSON: {write_json('store_scale', payload)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
@@ -80,11 +80,12 @@ class StoreEvents(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StoreCensus:
-    """What a metrics scrape reads from the store: calcs by (site, state) and, per site, when
-    its longest-waiting queued calc was queued."""
+    """What a metrics scrape (and the status page) reads from the store: calcs by (site, state)
+    and by (site, state, user), and, per site, when its longest-waiting queued calc was queued."""
 
     calcs: dict[tuple[str, str], int]
     oldest_queued: dict[str, float]
+    by_user: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class JobStore(Protocol):

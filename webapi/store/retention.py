@@ -5,6 +5,9 @@ lease or queue wait ends as failed) are ever removed. Each one is re-read and ch
 store lock and its directory moved out of `calcs/` in that same step, so a purge run beside a
 live server (the admin command, another process) can never remove a calc that changed meanwhile,
 and readers see the calc either whole or gone. The files are deleted after the lock is released.
+Which calcs are final, where and since when is taken from the finals index for every calc whose
+record it still vouches for (see webapi.store.finals), so a purge parses only the other records;
+the check under the lock reads the record itself.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +29,7 @@ from webapi.calcs import Calc
 from webapi.contract.calc import FINAL_STATES
 from webapi.errors import NotFound
 from webapi.fs import FileLock
+from webapi.store import finals
 
 log = logging.getLogger(__name__)
 # Where a calc dir goes, under the lock, before its files are deleted (outside the lock).
@@ -58,6 +62,16 @@ class Purged:
 
 
 @dataclass(frozen=True, slots=True)
+class Ended:
+    """A final calc as a purge judges it: from its record, or from the finals index."""
+
+    id: str
+    site: str
+    state: str
+    updated: float  # when it reached its final state
+
+
+@dataclass(frozen=True, slots=True)
 class PurgeReport:
     calcs: tuple[Purged, ...]
     dry_run: bool
@@ -85,26 +99,33 @@ class _Store(Protocol):
     def lock(self) -> FileLock: ...
     def read(self, calc_id: str) -> Calc: ...
     def calc_dir(self, calc_id: str) -> Path: ...
+    def known_finals(self) -> Mapping[str, finals.Final]: ...
 
 
-def _final_calcs(root: Path, read: Callable[[str], Calc]) -> Iterator[Calc]:
-    for entry in sorted(os.listdir(root / "calcs")):
+def _final_calcs(store: _Store) -> Iterator[Ended]:
+    known = store.known_finals()
+    for entry in sorted(os.listdir(store.root / "calcs")):
+        final = finals.vouched(store.root, known, entry)
+        summary = None if final is None else final.summary
+        if summary is not None:
+            yield Ended(entry, *summary)
+            continue
         try:
-            calc = read(entry)
+            calc = store.read(entry)
         except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
             continue  # vanished, half-made or broken: not ours to judge (repair's job)
         if calc.state in FINAL_STATES:
-            yield calc
+            yield Ended(calc.id, calc.site, str(calc.state), calc.updated)
 
 
 def _due(
-    final: list[Calc], rule_for: Callable[[str], RetentionRule], now: float
-) -> tuple[list[tuple[Calc, str]], int]:
+    final: list[Ended], rule_for: Callable[[str], RetentionRule], now: float
+) -> tuple[list[tuple[Ended, str]], int]:
     """The calcs past their site's limits, with why; and how many final calcs stay."""
-    by_site: dict[str, list[Calc]] = {}
+    by_site: dict[str, list[Ended]] = {}
     for calc in final:
         by_site.setdefault(calc.site, []).append(calc)
-    due: list[tuple[Calc, str]] = []
+    due: list[tuple[Ended, str]] = []
     kept = 0
     for site, found in sorted(by_site.items()):
         rule = rule_for(site)
@@ -145,7 +166,7 @@ def purge(
         with contextlib.suppress(FileNotFoundError):
             for left in os.listdir(trash):
                 shutil.rmtree(trash / left, ignore_errors=True)
-    due, kept = _due(list(_final_calcs(store.root, store.read)), rule_for, now)
+    due, kept = _due(list(_final_calcs(store)), rule_for, now)
     done: list[Purged] = []
     for seen, why in due:
         if dry_run:
@@ -172,11 +193,11 @@ def purge(
     return PurgeReport(tuple(done), dry_run, kept)
 
 
-def _purged(calc: Calc, why: str, now: float, files: int, size: int) -> Purged:
-    return Purged(calc.id, calc.site, str(calc.state), now - calc.updated, files, size, why)
+def _purged(calc: Ended, why: str, now: float, files: int, size: int) -> Purged:
+    return Purged(calc.id, calc.site, calc.state, now - calc.updated, files, size, why)
 
 
-def _take(store: _Store, seen: Calc, trash: Path) -> Path | None:
+def _take(store: _Store, seen: Ended, trash: Path) -> Path | None:
     """Under the store lock: if the calc is still the final record we judged, move its dir out
     of `calcs/` (one rename: readers see it whole or not at all) and drop its request-id entry."""
     with store.lock():

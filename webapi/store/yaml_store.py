@@ -11,7 +11,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,16 +104,21 @@ class YamlJobStore:
                 "one its own data_dir",
             )
             with self.lock():
-                opened = repair(self.root, finals.load(self.root))
+                known = finals.load(self.root)
+                opened = repair(self.root, known)
                 self.tracker.load(opened.calcs)
                 self._finals = opened.finals
-                finals.save(self.root, self._finals)
+                if self._finals != known:  # after a clean stop usually equal: nothing to write
+                    finals.save(self.root, self._finals)
         self.pollers = PollerRegistry(self.root / "pollers")
         self.files = FileTransfers(self)
         self._listing: dict[str, tuple[tuple[int, int, int], Calc]] = {}
         self._listing_lock = threading.Lock()
         self._listeners: list[StoreEvents] = []
-        self._census = Census(self.root / "calcs")
+        # The census counts the final calcs finals.json vouches for without parsing them: the
+        # owner's in-memory index, or (beside a running owner) the file as last written.
+        self._census = Census(self.root / "calcs", self.known_finals)
+        self._finals_file: dict[str, finals.Final] | None = None
         self._census_lock = threading.Lock()
 
     @classmethod
@@ -167,6 +173,11 @@ class YamlJobStore:
                     os.unlink(self.root / index / new.id)
         if self.owner.held:
             self._note_final(new)
+        if new.state in FINAL_STATES and (old is None or old.state not in FINAL_STATES):
+            # Listings by a non-final state cached it; none will again. Without this the cache
+            # kept every calc ever queued (only a full listing prunes it).
+            with self._listing_lock:
+                self._listing.pop(new.id, None)
         return new
 
     def _note_final(self, calc: Calc) -> None:
@@ -174,8 +185,7 @@ class YamlJobStore:
         if calc.state in FINAL_STATES:
             sig = finals.signature(self.calc_dir(calc.id))
             if sig is not None:
-                key = None if calc.request_id is None else calcs.request_key(calc.request_id)
-                self._finals[calc.id] = finals.Final(sig[0], sig[1], calc.user, key)
+                self._finals[calc.id] = finals.of_calc(sig, calc)
                 self._finals_changes += 1
         elif self._finals.pop(calc.id, None) is not None:
             self._finals_changes += 1
@@ -322,7 +332,15 @@ class YamlJobStore:
             with self._listing_lock:
                 for gone in set(self._listing) - set(entries):
                     del self._listing[gone]
+        # A final calc the finals index vouches for (its record unchanged since) is skipped
+        # without a parse when its state, user or site cannot match: a listing of failed calcs,
+        # or a user's own, then parses those, not the whole history.
+        filtered = state is not None or user is not None or site is not None
+        known = self.known_finals() if indexed is None and filtered else {}
         for entry in entries:
+            final = finals.vouched(self.root, known, entry) if known else None
+            if final is not None and not _may_match(final, user, state, site):
+                continue
             try:
                 calc = self._listed(entry)
             except (NotFound, OSError, yaml.YAMLError, TypeError, ValueError):
@@ -658,14 +676,32 @@ class YamlJobStore:
     def census(self) -> StoreCensus:
         """Calcs by (site, state) and the oldest queued time per site, for a metrics scrape."""
         with self._census_lock:  # two scrapes at once share one pass over the records
-            counts = self._census.count()
-        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"))
+            by_user = self._census.count_by_user()
+        counts: Counter[tuple[str, str]] = Counter()
+        for (site, state, _user), n in by_user.items():
+            counts[site, state] += n
+        return StoreCensus(dict(counts), oldest_queued(self.root / "queues"), dict(by_user))
+
+    def known_finals(self) -> Mapping[str, finals.Final]:
+        """The finals index the census may take (site, state, user) from; every entry is
+        checked against its record's signature before use, so a stale one is only a miss."""
+        if self.owner.held:
+            return self._finals
+        if self._finals_file is None:
+            self._finals_file = finals.load(self.root)
+        return self._finals_file
 
     def purge(
         self, rule_for: Callable[[str], RetentionRule], *, dry_run: bool = False
     ) -> PurgeReport:
         """Remove final calcs past their site's retention rule (see webapi.store.retention)."""
-        return purge(self, rule_for, dry_run=dry_run)
+        report = purge(self, rule_for, dry_run=dry_run)
+        if self.owner.held and not dry_run and report.calcs:
+            with self.lock():  # the next finals.json need not name calcs that are gone
+                for gone in report.calcs:
+                    self._finals.pop(gone.id, None)
+                self._finals_changes += 1
+        return report
 
     def close(self) -> None:
         """Wake every waiting claim so the server can stop promptly; give up the data dir."""
@@ -676,6 +712,20 @@ class YamlJobStore:
         except OSError as exc:  # e.g. the data dir's disk is gone: stopping must still work
             log.warning("store: finals index of %s not written on close (%s)", self.root, exc)
         self.owner.release()
+
+
+def _may_match(
+    final: finals.Final, user: str | None, state: CalcState | None, site: str | None
+) -> bool:
+    """Whether a final calc, as its index entry describes it, can pass a listing's filters."""
+    summary = final.summary
+    if summary is None:  # a version 1 entry: only the user is known
+        return user is None or final.user == user
+    return (
+        (user is None or final.user == user)
+        and (state is None or summary[1] == str(state))
+        and (site is None or summary[0] == site)
+    )
 
 
 def _listdir(path: Path) -> list[str]:

@@ -126,9 +126,12 @@ def visible_calcs(
 
 def sites(store: JobStore, conf: ServerConfig, user: str, admin: bool) -> list[SiteRow]:
     now = time.time()
+    # From the store's census (a stat per record, a parse only of those changed since the last
+    # count or the finals index), not a listing that would build every calc.
     counts: dict[str, Counter[str]] = {}
-    for calc in visible_calcs(store, user, admin):
-        counts.setdefault(calc.site, Counter())[str(calc.state)] += 1
+    for (where, state, owner), n in store.census().by_user.items():
+        if admin or owner == user:
+            counts.setdefault(where, Counter())[state] += n
     rows = []
     for name, site in sorted(conf.sites.items()):
         pollers = tuple(
