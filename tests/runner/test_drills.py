@@ -153,6 +153,15 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "runner.cli", *args]
 
 
+def run_in_background(host: SshHost, *args: str) -> subprocess.Popen[bytes]:
+    """`extcomp-ssh run` against the drill host as a process of its own, output discarded."""
+    return subprocess.Popen(
+        cli("run", *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"), *args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 60) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -266,14 +275,8 @@ def test_kill_9_of_the_runner_takes_ansible_and_its_ssh_along(
     (the shared ControlMaster aside, which detached by design), and `resume` finishes the step."""
     host = drill.host
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        cli(
-            "run",
-            *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
-            *("--results", str(results), "--", "touch", "early.txt", "await", "go", "exit", "4"),
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = run_in_background(
+        host, "--results", str(results), "--", "touch", "early.txt", "await", "go", "exit", "4"
     )
     ours: set[int] = set()
     try:
@@ -326,14 +329,8 @@ def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: 
         for _ in range(256):
             fh.write(os.urandom(1 << 20))
     results = tmp_path / "results"
-    proc = subprocess.Popen(
-        cli(
-            "run",
-            *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
-            *("--input", str(big), "--results", str(results), "--", "sha", "in.bin"),
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = run_in_background(
+        host, "--input", str(big), "--results", str(results), "--", "sha", "in.bin"
     )
     pushing: set[int] = set()
     try:
@@ -433,15 +430,7 @@ def test_never_return_files_never_reach_the_workflow_side(
     stop, seen, watcher = watch_for_leaks(tmp_path)
     try:
         if ending == "runner killed, then resume":
-            proc = subprocess.Popen(
-                cli(
-                    "run",
-                    *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"),
-                    *("--results", str(results), "--", *program),
-                ),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            proc = run_in_background(host, "--results", str(results), "--", *program)
             record = wait_for(started_on_host(host), "the program to start")
             kill_tree(proc.pid)
             proc.wait()

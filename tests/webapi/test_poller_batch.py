@@ -59,6 +59,14 @@ def _job_id(client: Client, calc_id: str, executor: str) -> str:
     return progress.split(mark)[1].split()[0] if mark in progress else ""
 
 
+def _poller_config(
+    api_server: RunningServer, tmp_path: Path, command: str, argv: list[str], executor: str
+) -> tuple[Path, Path]:
+    """A poller config whose one command runs through `executor`, and the poller's log file."""
+    commands = {command: {"argv": argv, "executor": executor}}
+    return write_config(api_server, tmp_path, commands=commands, **BATCH), tmp_path / "poller.log"
+
+
 def test_the_exit_code_propagates(
     api_server: RunningServer,
     client: Client,
@@ -67,9 +75,7 @@ def test_the_exit_code_propagates(
     tmp_path: Path,
 ) -> None:
     # "fail" is one of the site's commands (tests/webapi/conftest.py); here it exits with its arg.
-    commands = {"fail": {"argv": EXIT, "executor": executor}}
-    config = write_config(api_server, tmp_path, commands=commands, **BATCH)
-    log = tmp_path / "poller.log"
+    config, log = _poller_config(api_server, tmp_path, "fail", EXIT, executor)
     poller = start_poller(config, log=log)
     try:
         calcs = {code: client.submit("site-a", "fail", [str(code)], []) for code in (0, 3)}
@@ -94,9 +100,7 @@ def test_kill9_of_the_poller_reattaches_to_the_batch_job(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     counter = tmp_path / "runs.txt"
-    commands = {"sample": {"argv": COUNTING, "executor": executor}}
-    config = write_config(api_server, tmp_path, commands=commands, **BATCH)
-    log = tmp_path / "poller.log"
+    config, log = _poller_config(api_server, tmp_path, "sample", COUNTING, executor)
     first = start_poller(config, log=log)
     calc = client.submit("site-a", "sample", [str(counter), "4"], [])
     wait_for(lambda: counter.exists(), 30)  # the job runs
@@ -141,9 +145,7 @@ def test_a_cancel_from_the_workflow_side_reaches_the_scheduler(
     tmp_path: Path,
 ) -> None:
     """scancel (slurm) or qdel (pbs): either way the cluster's record says CANCELLED."""
-    commands = {"sleep": {"argv": SLEEP, "executor": executor}}
-    config = write_config(api_server, tmp_path, commands=commands, **BATCH)
-    log = tmp_path / "poller.log"
+    config, log = _poller_config(api_server, tmp_path, "sleep", SLEEP, executor)
     poller = start_poller(config, "--once", log=log)
     calc = client.submit("site-a", "sleep", ["120"], [])
     wait_for(lambda: bool(_job_id(client, calc.id, executor)), 30)
