@@ -30,11 +30,7 @@ def test_kill_9_after_a_final_record_is_rewritten_leaves_no_wrong_count(tmp_path
         calcs = [succeed(store, new_calc(store)) for _ in range(3)]
         store.close()
         store = YamlJobStore(root)
-        real = yaml_store.write_yaml_atomic
-        def write_then_die(path, doc, mode=0o644):
-            real(path, doc, mode)
-            os.kill(os.getpid(), signal.SIGKILL)
-        yaml_store.write_yaml_atomic = write_then_die
+        die_after_the_next_record_write()
         print(calcs[0].id, flush=True)
         store.requeue(calcs[0].id)
         """,

@@ -28,6 +28,12 @@ def run_child(root: Path, body: str) -> subprocess.CompletedProcess[str]:
         from webapi.store import yaml_store
         from webapi.store.yaml_store import YamlJobStore
         root = Path({str(root)!r})
+        def die_after_the_next_record_write():
+            real = yaml_store.write_yaml_atomic
+            def write_then_die(path, doc, mode=0o644):
+                real(path, doc, mode)
+                os.kill(os.getpid(), signal.SIGKILL)
+            yaml_store.write_yaml_atomic = write_then_die
         """
     ) + textwrap.dedent(body)
     return subprocess.run(
@@ -75,11 +81,7 @@ def test_kill_9_between_the_record_and_its_index_is_repaired_at_the_next_open(
         calc = succeed(store, new_calc(store))
         store.close()
         store = YamlJobStore(root)
-        real = yaml_store.write_yaml_atomic
-        def write_then_die(path, doc, mode=0o644):
-            real(path, doc, mode)
-            os.kill(os.getpid(), signal.SIGKILL)
-        yaml_store.write_yaml_atomic = write_then_die
+        die_after_the_next_record_write()
         print(calc.id, flush=True)
         store.requeue(calc.id)
         """,
