@@ -325,13 +325,13 @@ class SideAnswer:
 class SideCommand:
     """One helper command sent over the step's ssh master connection, beside ansible-playbook.
 
-    Two round trips go this way, each overlapping a stretch where ansible-playbook works alone:
-    the mkdir while it starts up (`open_master`: this ssh opens the master, after sshgate's turn,
-    as the `-N` pre-warm did; the playbook's first task takes the answer from a file, see
-    play()), and the clean after the recorded pull while it shuts down (only over a master that
-    is up, never a connection of its own). Each is the command line the playbook's task sends,
-    through the same gate, and one that may run twice; any failure is the cue to let the
-    playbook's task send it, which reports errors with their classified reasons.
+    Round trips go this way where ansible-playbook works alone: the mkdir and the start while
+    it starts up (the mkdir with `open_master`: this ssh opens the master, after sshgate's turn;
+    see SidePlan, whose push is an rsync), and the clean after the recorded pull while it shuts
+    down (only over a master that is up, never a connection of its own). Each is the command
+    line the playbook's task sends, through the same gate, and one that may run twice; any
+    failure is the cue to let the playbook's task send it, which reports errors with their
+    classified reasons.
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], out: Any, err: Any) -> None:
