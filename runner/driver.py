@@ -141,21 +141,27 @@ class StepDriver:
             return None
         push = Phase.PUSH in tags and bool(self.spec.inputs)
         start = Phase.START in tags and (push or not self.spec.inputs)
+        # The pull too, of a program that ends within the start's answer (ended_and_purged):
+        # its task then finds the files in place; the record says pulled only after that task.
+        pull = start and Phase.PULL in tags
         return execute.SidePlan(
             mkdir=self._command("mkdir"),
             push=tuple(str(p.resolve()) for p in self.spec.inputs) if push else (),
             start=self._start_command() if start else None,
             start_wait=START_WAIT_S + execute.SIDE_WAIT_S,
             progress_file=str(self.step_dir / "progress.json"),
+            pull_dest=str(partial_dir(self.spec, self.record.step_id).resolve()) if pull else None,
+            pull_exclude=self.spec.exclude,
+            mkdir_start=self._start_command(mkdir=True) if start and not push else None,
         )
 
-    def _start_command(self) -> str:
+    def _start_command(self, *, mkdir: bool = False) -> str:
         """The helper's `run` line: starts the entry script detached, waits up to START_WAIT_S
         for it to end (a short program then needs no `wait` call); may be sent twice (the second
-        answers `already_started`)."""
+        answers `already_started`). With `mkdir`, it creates the work dir first."""
         spec = self.spec
         base = f" --base {spec.remote_base}" if spec.remote_base else ""
-        words = ["run", "--entry", spec.entry]
+        words = ["run", *(["--mkdir"] if mkdir else []), "--entry", spec.entry]
         if spec.timeout:
             words += ["--timeout", str(spec.timeout)]
         if spec.output_log:

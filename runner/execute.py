@@ -38,7 +38,7 @@ from runner.events import (
     classify_unreachable,
 )
 from runner.steps import HostSpec
-from runner.transfer import RSYNC_OPTIONS, Rsynced, run_rsync
+from runner.transfer import Rsynced, rsync_argv, run_rsync
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ CONNECT_TIMEOUT_S = 10
 # How long the playbook's first task waits for the answer of the command sent beside it before
 # sending it itself: a handshake's timeout and a little.
 SIDE_WAIT_S = CONNECT_TIMEOUT_S + 5
+EX_USAGE = 64  # extcomp-remote's exit code for a usage error (an option it does not know)
 INVENTORY_HOST = "extcomp_target"
 
 # ansible-playbook runs below this guard (ansible_runner's `binary` is `python -I -S -c _GUARD`),
@@ -381,19 +382,41 @@ class SideCommand:
 
 @dataclass(frozen=True, slots=True)
 class SidePlan:
-    """The round trips the runner sends itself, over the master connection, while
+    """The round trips the runner sends itself, over the master connection it opens, while
     ansible-playbook starts up (~0.8 s of imports and parsing before its first task): the mkdir,
-    which opens the master; then the push of `push` into the dir the mkdir named; then `start`.
-    Each only once the one before succeeded and no stop was asked for. Each is what the
-    playbook's task for it sends, and may run twice (mkdir answers created: false, rsync sends
-    only what is missing, run answers already_started); each task takes its answer from a file
-    (runner.answers) and sends the command itself when the answer failed or was not sent."""
+    which opens the master; then the push of `push` into the dir the mkdir named; then `start`;
+    then, when the start's answer says the program has ended and the host has removed what must
+    never leave it (the supervisor's own purge), the pull into `pull_dest`. Each only once the
+    one before succeeded and no stop was asked for. Each is what the playbook's task for it
+    sends, and may run twice (mkdir answers created: false, rsync sends only what is missing,
+    run answers already_started); each task takes its answer from a file (runner.answers) and
+    sends the command itself when the answer failed or was not sent."""
 
     mkdir: str
     push: tuple[str, ...] = ()
     start: str | None = None
     start_wait: float = 0.0  # how long the start task waits for the runner's answer
     progress_file: str | None = None
+    pull_dest: str | None = None  # needs `start`: a pull only of a program seen to end
+    pull_exclude: tuple[str, ...] = ()
+    # With nothing to push, the start line with --mkdir (helper 0.4): mkdir and start in one
+    # round trip, whose answer (both answers' keys) is then both tasks' answer.
+    mkdir_start: str | None = None
+
+    @property
+    def first(self) -> str:
+        """The command sent first, which opens the master."""
+        return self.mkdir_start or self.mkdir
+
+
+def ended_and_purged(answer: dict[str, Any]) -> bool:
+    """Whether a start/wait answer says the program has ended and the supervisor removed what
+    the never-return list names: what the playbook's purge task is skipped for, and the only
+    answer after which the runner pulls beside the playbook."""
+    return (
+        answer.get("state", "running") not in ("running", "created", "lost")
+        and "never_return_removed" in answer
+    )
 
 
 class _SideChain:
@@ -408,6 +431,8 @@ class _SideChain:
             self.files["push"] = tmp / f"side-push-{ident}.json"
         if plan.start is not None:
             self.files["start"] = tmp / f"side-start-{ident}.json"
+            if plan.pull_dest is not None:
+                self.files["pull"] = tmp / f"side-pull-{ident}.json"
         for path in self.files.values():
             path.unlink(missing_ok=True)
         self.stopped = threading.Event()
@@ -416,16 +441,20 @@ class _SideChain:
         self.thread = threading.Thread(target=self._run, name="extcomp-side", daemon=True)
 
     def extravars(self) -> dict[str, Any]:
-        found = {"step_side_answer": str(self.files["mkdir"]), "step_side_wait": SIDE_WAIT_S}
+        # The mkdir's answer comes with the start's when both go in one round trip.
+        mkdir_wait = SIDE_WAIT_S if self.plan.mkdir_start is None else self.plan.start_wait
+        found = {"step_side_answer": str(self.files["mkdir"]), "step_side_wait": mkdir_wait}
+        # A push or pull task waits as long as the transfer takes: the runner's rsync ends (or
+        # ssh's keepalive ends it), and a runner that dies takes ansible-playbook with it.
         if "push" in self.files:
-            # As long as the push takes: the runner's rsync ends (or ssh's keepalive ends it),
-            # and a runner that dies takes ansible-playbook with it (the guard).
             found.update(step_side_push_answer=str(self.files["push"]), step_side_push_wait=86400)
         if "start" in self.files:
             found.update(
                 step_side_start_answer=str(self.files["start"]),
                 step_side_start_wait=self.plan.start_wait,
             )
+        if "pull" in self.files:
+            found.update(step_side_pull_answer=str(self.files["pull"]), step_side_pull_wait=86400)
         return found
 
     def stop(self) -> None:
@@ -442,33 +471,49 @@ class _SideChain:
             first = self._current
             assert isinstance(first, SideCommand)
             answer = first.finish()
+            started: SideAnswer | None = None
+            if self.plan.mkdir_start is not None:
+                if answer.rc == EX_USAGE and "--mkdir" in answer.stderr:
+                    # A helper older than 0.4: mkdir, then the start, one round trip each.
+                    sent = self._track(SideCommand.start(self.host, self.plan.mkdir))
+                    if sent is None:
+                        return
+                    answer = sent.finish()
+                else:
+                    started = answer
             write_answer(pending.pop("mkdir"), answer.rc, answer.stdout, answer.stderr)
             if answer.rc != 0:
                 return
-            if "push" in pending:
-                rsync_dir = json.loads(answer.stdout).get("rsync_dir")
-                if not rsync_dir or self.stopped.is_set():
+            rsync_dir = str(json.loads(answer.stdout).get("rsync_dir") or "")
+            if not rsync_dir or self.stopped.is_set():
+                return
+            remote = f"{f'[{self.host.host}]' if ':' in self.host.host else self.host.host}:"
+            remote += f"{rsync_dir.rstrip('/')}/"
+            if "push" in pending and not self._answered(
+                "push", self._rsync("push", remote), pending
+            ):
+                return
+            if "start" not in pending or self.plan.start is None or self.stopped.is_set():
+                return
+            if started is None:
+                sent = self._track(SideCommand.start(self.host, self.plan.start))
+                if sent is None:
                     return
-                pushed = self._push(str(rsync_dir))
-                write_answer(
-                    pending.pop("push"),
-                    pushed.rc,
-                    pushed.stdout,
-                    pushed.stderr,
-                    seconds=pushed.seconds,
-                )
-                if pushed.rc != 0:
-                    return
-            if "start" in pending and self.plan.start is not None and not self.stopped.is_set():
-                started = self._track(SideCommand.start(self.host, self.plan.start))
-                if started is not None:
-                    got = started.finish()
-                    write_answer(pending.pop("start"), got.rc, got.stdout, got.stderr)
+                started = sent.finish()
+            write_answer(pending.pop("start"), started.rc, started.stdout, started.stderr)
+            ended = started.rc == 0 and ended_and_purged(answer_of({"stdout": started.stdout}))
+            if "pull" in pending and ended:
+                self._answered("pull", self._rsync("pull", remote), pending)
         except Exception:  # whatever went wrong here, the playbook's tasks do the rest
             log.debug("a round trip beside the playbook failed", exc_info=True)
         finally:
             for path in pending.values():
                 write_answer(path, NOT_SENT_RC, "", "not sent")
+
+    @staticmethod
+    def _answered(name: str, done: Rsynced, pending: dict[str, Path]) -> bool:
+        write_answer(pending.pop(name), done.rc, done.stdout, done.stderr, seconds=done.seconds)
+        return done.rc == 0
 
     def _track(self, current: SideCommand | None) -> SideCommand | None:
         with self._lock:
@@ -479,15 +524,23 @@ class _SideChain:
             self._current = current
         return current
 
-    def _push(self, rsync_dir: str) -> Rsynced:
-        """The push task's rsync, over the master, under the guard (it must not outlive us)."""
-        host = self.host.host
-        remote = f"{f'[{host}]' if ':' in host else host}:{rsync_dir.rstrip('/')}/"
+    def _rsync(self, direction: str, remote: str) -> Rsynced:
+        """The push or pull task's rsync, over the master, under the guard (it must not outlive
+        us); it has ended, whatever happens here, before its task may run its own."""
         ssh = _ssh_argv(self.host)
         ssh[1:1] = ["-o", "ControlMaster=no"]  # a client of the master, never a new one
-        sources = [p.rstrip("/") or "/" for p in self.plan.push]
-        argv = ["rsync", *RSYNC_OPTIONS, "-e", shlex.join(ssh), "--", *sources, remote]
-        pidfile = self.tmp / f"guard-push-{self.ident}.pid"
+        if direction == "pull":
+            assert self.plan.pull_dest is not None
+            os.makedirs(self.plan.pull_dest, exist_ok=True)
+        argv = rsync_argv(
+            direction,
+            ssh,
+            remote,
+            sources=self.plan.push,
+            dest=self.plan.pull_dest or "",
+            exclude=self.plan.pull_exclude if direction == "pull" else (),
+        )
+        pidfile = self.tmp / f"guard-{direction}-{self.ident}.pid"
         guarded = [sys.executable, "-I", "-S", "-c", _GUARD, str(os.getpid()), str(pidfile)]
         with self._lock:
             if self.stopped.is_set():
@@ -499,7 +552,12 @@ class _SideChain:
                 stderr=subprocess.PIPE,
             )
             self._current = proc
-        return run_rsync(argv, self.plan.progress_file, "push", started=proc)
+        try:
+            return run_rsync(argv, self.plan.progress_file, direction, started=proc)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
 
 
 def wait_bounded(proc: subprocess.Popen[bytes], seconds: float) -> int:
@@ -580,7 +638,7 @@ def play(request: PlayRequest, events: PlayEvents) -> list[TaskDone]:
     chain: _SideChain | None = None
     with _stop_on_signals(guard_pidfile) as stop:
         if request.side is not None:
-            first = SideCommand.start(request.host, request.side.mkdir, open_master=True)
+            first = SideCommand.start(request.host, request.side.first, open_master=True)
             if first is not None:
                 # These round trips ride on the handshake, while ansible-playbook starts up.
                 tmp = request.private_dir / "tmp"

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,10 @@ _PROGRESS_EVERY_S = 0.2
 # The rsync options both sides use: --stats for the byte count, progress2 for one line of
 # overall progress (without incremental recursion, so its percentage is of the whole transfer).
 RSYNC_OPTIONS = ("-a", "--stats", "--info=progress2", "--no-inc-recursive")
+# A pull cut by a lost connection keeps the file it was receiving here; the next attempt sends
+# only what is missing. rsync excludes the dir from the transfer itself and removes it once the
+# pull is complete.
+PARTIAL_DIR = ".extcomp-rsync-partial"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,25 @@ class Rsynced:
     stderr: str
     bytes: int
     seconds: float
+
+
+def rsync_argv(
+    direction: str,
+    ssh: Sequence[str],
+    remote: str,
+    *,
+    sources: Sequence[str] = (),
+    dest: str = "",
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """The rsync command line of a push (sources to remote) or a pull (remote to dest), with
+    `ssh` as its -e command; remote is HOST:DIR/ as rsync names it."""
+    argv = ["rsync", *RSYNC_OPTIONS, "-e", shlex.join(ssh)]
+    for pattern in exclude:
+        argv += ["--exclude", str(pattern)]
+    if direction == "push":
+        return [*argv, "--", *[str(s).rstrip("/") or "/" for s in sources], remote]
+    return [*argv, f"--partial-dir={PARTIAL_DIR}", "--", remote, dest.rstrip("/") + "/"]
 
 
 def total_bytes(stdout: str) -> int:

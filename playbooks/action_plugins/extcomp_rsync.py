@@ -7,10 +7,12 @@ a small JSON file the runner shows as a progress bar; the result carries bytes a
 that a lost connection cut short resumes: completed files are skipped, and the file in flight is
 kept in a partial dir and finished from where it stopped.
 
-A push may already have been done by the runner itself, beside ansible-playbook's start-up, with
-the same rsync (runner.transfer): its answer in `answer_file` (waited for up to `wait` seconds)
-is then this task's result. Without a successful answer the push is run here; rsync sends only
-what is not there yet, so running it twice costs a comparison, never a second copy.
+A push or a pull may already have been done by the runner itself, beside ansible-playbook, with
+the same rsync (runner.transfer): the push while ansible-playbook starts up, the pull of a
+program that ended within the start's own answer. Its answer in `answer_file` (waited for up to
+`wait` seconds) is then this task's result. Without a successful answer the rsync is run here;
+rsync sends only what is not there yet, so running it twice costs a comparison, never a second
+copy.
 """
 
 from __future__ import annotations
@@ -22,9 +24,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from runner.answers import read_answer
-from runner.transfer import RSYNC_OPTIONS, run_rsync, total_bytes
-
-_PARTIAL_DIR = ".extcomp-rsync-partial"
+from runner.transfer import rsync_argv, run_rsync, total_bytes
 
 
 class ActionModule(ActionBase):
@@ -50,26 +50,23 @@ class ActionModule(ActionBase):
         if direction not in ("push", "pull") or not remote_dir:
             raise AnsibleActionFail("extcomp_rsync needs direction push|pull and remote_dir")
         remote = f"{self._remote_host()}:{remote_dir.rstrip('/')}/"
-        argv = ["rsync", *RSYNC_OPTIONS, "-e", shlex.join(self._ssh_command())]
-        for pattern in args.get("exclude") or []:
-            argv += ["--exclude", str(pattern)]
-        if direction == "push":
-            sources = [str(s).rstrip("/") or "/" for s in args.get("sources") or []]
-            if not sources:
-                raise AnsibleActionFail("extcomp_rsync push needs sources")
-            argv += ["--", *sources, remote]
-        else:
-            dest = str(args.get("dest") or "")
+        sources = [str(s) for s in args.get("sources") or []]
+        dest = str(args.get("dest") or "")
+        if direction == "push" and not sources:
+            raise AnsibleActionFail("extcomp_rsync push needs sources")
+        if direction == "pull":
             if not dest:
                 raise AnsibleActionFail("extcomp_rsync pull needs dest")
             os.makedirs(dest, exist_ok=True)
-            # A pull cut by a lost connection keeps the file it was receiving here; the next
-            # attempt sends only what is missing. rsync excludes the dir from the transfer itself
-            # and removes it once the pull is complete.
-            argv += [f"--partial-dir={_PARTIAL_DIR}", "--", remote, dest.rstrip("/") + "/"]
-        answer = None
-        if direction == "push":
-            answer = read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
+        argv = rsync_argv(
+            direction,
+            self._ssh_command(),
+            remote,
+            sources=sources,
+            dest=dest,
+            exclude=[str(p) for p in args.get("exclude") or []],
+        )
+        answer = read_answer(str(args.get("answer_file") or ""), float(args.get("wait") or 0))
         if answer is not None and answer.get("rc") == 0:
             stdout = str(answer.get("stdout", ""))
             rc, stderr, moved = 0, "", total_bytes(stdout)

@@ -32,6 +32,16 @@ options:
   progress_file:
     description: Where to write progress as JSON while rsync runs.
     type: str
+  answer_file:
+    description:
+      - The answer of the same rsync, run by the runner beside ansible-playbook (JSON with rc,
+        stdout, stderr, seconds). A successful answer is the task's result; without one the
+        rsync runs here.
+    type: str
+  wait:
+    description: Seconds to wait for O(answer_file) to appear.
+    type: float
+    default: 0
 author: mint-extcomp
 """
 

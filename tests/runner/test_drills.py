@@ -105,10 +105,17 @@ def pull_literal_bytes(step_id: str) -> list[int]:
 # ---- item 10: a connection lost during the pull -------------------------------------------------
 
 
+@pytest.mark.parametrize("puller", ["runner", "playbook"])
 def test_pull_cut_by_an_sshd_restart_reconnects_and_completes(
-    drill: DrillHost, tmp_path: Path
+    drill: DrillHost, tmp_path: Path, puller: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """sshd dies with its sessions while the result streams back, and comes back on its port."""
+    """sshd dies with its sessions while the result streams back, and comes back on its port.
+    The pull is cut where it runs: the runner's own, beside the playbook, of a program that
+    ended within the start's answer (the playbook's pull task then finishes it, in the same
+    run); or the playbook's, of a program still running at that answer (a new run, after the
+    reconnect, finishes it)."""
+    if puller == "playbook":
+        monkeypatch.setattr("runner.driver.START_WAIT_S", 0)
     spec = drill.spec(tmp_path / "results", "write", "big.bin", "64", "sha", "big.bin")
     cut, stop = threading.Event(), threading.Event()
 
@@ -139,7 +146,18 @@ def test_pull_cut_by_an_sshd_restart_reconnects_and_completes(
     assert (out / "big.bin.sha256").read_text().split()[0] == sha256(out / "big.bin")
     assert (out / "big.bin").stat().st_size == 64 << 20
     record = StepStore().load(result.step_id)
-    assert record.runs >= 2, "the pull was run again after reconnecting"
+    if puller == "playbook":
+        assert record.runs >= 2, "the pull was run again after reconnecting"
+    else:
+        run1 = StepStore().step_dir(result.step_id) / "ansible" / "artifacts" / "run001"
+        found = [json.loads(p.read_text()) for p in run1.glob("job_events/*.json")]
+        pulled = [
+            e["event_data"]["res"]
+            for e in found
+            if e["event"] == "runner_on_ok"
+            and e["event_data"].get("task") == "Pull the whole work dir back"
+        ]
+        assert len(pulled) == 1 and "answered_beside" not in pulled[0], "the task finished it"
     # It resumed: what arrived before the cut was not sent again.
     assert pull_literal_bytes(result.step_id)[-1] < (64 - 8) << 20
     assert not list(tmp_path.glob(".results.*")), "no partial dir is left behind"

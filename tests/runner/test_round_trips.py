@@ -1,6 +1,7 @@
-"""Round trips a step saves (mkdir, and the start of a step with nothing to push, beside
-ansible-playbook's start-up; clean beside its shutdown; no purge after a final answer that
-carries the supervisor's own) and the fallbacks when it can't.
+"""Round trips a step saves (mkdir, push and start beside ansible-playbook's start-up, mkdir and
+start in one round trip when there is nothing to push; the pull of a program that ended within
+the start's answer beside the playbook; clean beside its shutdown; no purge after a final answer
+that carries the supervisor's own) and the fallbacks when it can't.
 
 Against the real test sshd; what each playbook run did is read from ansible-runner's own job
 events, the step's audit log.
@@ -9,6 +10,7 @@ events, the step's audit log.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,18 +18,22 @@ from typing import Any
 
 import pytest
 
-from runner import execute
+from runner import execute, resources
 from runner.driver import run_part, run_step, start_part
 from runner.record import StepStore
 from runner.steps import HostSpec, Outcome, Phase, StepSpec
-from tests.fixtures.sshd import SshHost, start_sshd, stop_sshd
+from tests.fixtures.sshd import SshHost, install_helper, start_sshd, stop_sshd
 from tests.runner.conftest import BOTH_KEYS, SpecFactory, host_spec, write
 
 MKDIR = "Create the work dir on the host"
 PUSH = "Push the input files"
 START = "Start the entry script, detached from this connection"
+WAIT = "Wait for the entry script to finish"
 PURGE = "Remove what must never leave the host"
+PULL = "Pull the whole work dir back"
 CLEAN = "Remove the work dir from the host"
+UUID_RE = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+ID = "ID"
 
 
 def events(step_id: str, run: int) -> dict[str, dict[str, Any]]:
@@ -56,9 +62,13 @@ def test_an_empty_step_sends_mkdir_and_clean_beside_the_playbook(
     assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
     ran = events(result.step_id, 1)
     assert ran[MKDIR]["event"] == "runner_on_ok"
-    assert ran[MKDIR]["event_data"]["res"].get("answered_beside") is True
-    assert ran[START]["event_data"]["res"].get("answered_beside") is True
-    assert ran[START]["event_data"]["res"]["changed"] is True  # started by this step, once
+    # One round trip (`run --mkdir`) answered both tasks: each took the same answer.
+    mkdir_res, start_res = ran[MKDIR]["event_data"]["res"], ran[START]["event_data"]["res"]
+    assert mkdir_res.get("answered_beside") is start_res.get("answered_beside") is True
+    assert mkdir_res["stdout"] == start_res["stdout"]
+    assert mkdir_res["changed"] is True  # created by this step
+    assert start_res["changed"] is True  # started by this step, once
+    assert ran[PULL]["event_data"]["res"].get("answered_beside") is True
     # The program ended within the start task's own wait: its answer carries the supervisor's
     # purge, so no purge round trip; and no clean task: the runner cleaned beside the playbook.
     assert ran[PURGE]["event"] == "runner_on_skipped"
@@ -96,8 +106,8 @@ def side_commands_fail(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     real = execute.SideCommand.start.__func__  # type: ignore[attr-defined]
 
     def start(cls: type, /, host: HostSpec, command: str, **kw: Any) -> Any:
-        sent.append(command)
-        return real(cls, host, command.rsplit(" ", 1)[0] + " not-an-id", **kw)
+        sent.append(UUID_RE.sub(ID, command))
+        return real(cls, host, UUID_RE.sub("not-an-id", command), **kw)
 
     monkeypatch.setattr(execute.SideCommand, "start", classmethod(start))
     yield sent
@@ -111,7 +121,9 @@ def test_a_failed_side_command_falls_back_to_the_task(
     before = work_dirs(ssh_host)
     result = run_step(make_spec("echo", "hi"))
     assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
-    assert [c.split()[-2] for c in side_commands_fail] == ["mkdir", "clean"]
+    # The first, `run --mkdir`, refused: the tasks send mkdir and start, and nothing is pulled
+    # beside the playbook; the clean beside it is refused as well.
+    assert [c.split()[3:5] for c in side_commands_fail] == [["run", "--mkdir"], ["clean", ID]]
     first, second = events(result.step_id, 1), events(result.step_id, 2)
     assert "answered_beside" not in first[MKDIR]["event_data"]["res"]
     assert first[MKDIR]["event_data"]["res"]["rc"] == 0
@@ -218,3 +230,79 @@ def test_a_later_run_takes_nothing_from_an_earlier_one(make_spec: SpecFactory) -
     assert "step_side" not in " ".join(runs[1]["command"])
     assert not (ansible / "env" / "extravars").exists()
     assert not (ansible / "env" / "envvars").exists()
+
+
+@pytest.mark.slow
+def test_the_secret_stays_with_a_pull_beside_the_playbook(
+    secret_host: SshHost, tmp_path: Path
+) -> None:
+    """The runner pulls beside the playbook only after an answer that carries the supervisor's
+    own purge; through the unrestricted key (no gate purging the pull) the secret still stays."""
+    spec = StepSpec(
+        host=host_spec(secret_host, "plain"),
+        results_dir=tmp_path / "results",
+        args=("write", "a.secret", "1", "write", "b.bin", "1"),
+        entry="test_entry.sh",
+        helper=secret_host.helper,
+        remote_base=str(secret_host.base),
+    )
+    result = run_step(spec)
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    ran = events(result.step_id, 1)
+    assert ran[PULL]["event_data"]["res"].get("answered_beside") is True
+    assert ran[PURGE]["event"] == "runner_on_skipped"
+    assert result.results_dir is not None
+    assert (result.results_dir / "b.bin").stat().st_size == 1 << 20
+    assert not (result.results_dir / "a.secret").exists()
+    assert StepStore().load(result.step_id).remote["never_return_removed"] == 1
+
+
+@pytest.mark.parametrize("key_kind", ["plain"], indirect=True)
+def test_a_program_that_runs_on_is_pulled_by_the_playbook(
+    make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start's answer that says `running` is no cue for a pull: the playbook waits, then
+    pulls itself."""
+    monkeypatch.setattr("runner.driver.START_WAIT_S", 0)
+    result = run_step(make_spec("sleep", "1", "write", "out.bin", "1"))
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    ran = events(result.step_id, 1)
+    assert json.loads(ran[START]["event_data"]["res"]["stdout"])["state"] == "running"
+    assert ran[WAIT]["event"] == "runner_on_ok"
+    assert "answered_beside" not in ran[PULL]["event_data"]["res"]
+    assert result.results_dir is not None
+    assert (result.results_dir / "out.bin").stat().st_size == 1 << 20
+
+
+@pytest.mark.slow
+def test_a_helper_without_mkdir_on_run_gets_mkdir_then_start(
+    ssh_host: SshHost, tmp_path: Path
+) -> None:
+    """A host whose helper predates `run --mkdir` (0.3) refuses it as a usage error; the runner
+    then sends mkdir and start one by one, still beside the start-up."""
+    source = (resources.remote_dir() / "extcomp-remote").read_text()
+    option = (
+        '    run.add_argument("--mkdir", action="store_true", '
+        'help="create the work dir first, as `mkdir`")\n'
+    )
+    assert option in source
+    old = tmp_path / "old-helper.py"
+    old.write_text(source.replace(option, "").replace("if args.mkdir:", "if False:"))
+    installed = ssh_host.site_dir / "bin" / f"extcomp-remote-0.3-{uuid.uuid4().hex[:8]}"
+    install_helper(old, installed)  # beside the real one: the same site dir
+    spec = StepSpec(
+        host=host_spec(ssh_host, "plain"),
+        results_dir=tmp_path / "results",
+        args=("echo", "hi"),
+        entry="test_entry.sh",
+        helper=str(installed),
+        remote_base=str(ssh_host.base),
+    )
+    result = run_step(spec)
+    assert (result.outcome, result.exit_code) == (Outcome.SUCCEEDED, 0)
+    ran = events(result.step_id, 1)
+    mkdir_res, start_res = ran[MKDIR]["event_data"]["res"], ran[START]["event_data"]["res"]
+    assert mkdir_res.get("answered_beside") is start_res.get("answered_beside") is True
+    assert set(json.loads(mkdir_res["stdout"])) == {"dir", "rsync_dir", "created"}
+    assert json.loads(start_res["stdout"])["state"] == "exited"
+    assert ran[PULL]["event_data"]["res"].get("answered_beside") is True
