@@ -284,6 +284,9 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         for d in ("upload", "download")
     }
     rates["disk write"] = Samples("disk write+fsync", "MiB/s")
+    client_cpu = {
+        side: Samples(f"{side} upload client CPU", "s/GiB") for side in ("ours", "raw", "durable")
+    }
     cpu = {
         f"{s} {d}": Samples(f"{s} {d} server CPU", "s/GiB")
         for s in ("ours", "raw", "durable")
@@ -350,8 +353,10 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
                     dest = tmp / "a-dest.bin"
                     proc = {"ours": ours.srv, "raw": raw, "durable": durable}[side]
                     cpu0, start = proc.cpu_seconds(), time.perf_counter()
+                    mine = time.process_time()  # the client's CPU: this process, all threads
                     tr.upload(path, src)
                     rates[f"{side} upload"].add(sizes.mib / (time.perf_counter() - start))
+                    client_cpu[side].add((time.process_time() - mine) * 1024 / sizes.mib)
                     os.sync()
                     cpu1, start = proc.cpu_seconds(), time.perf_counter()
                     tr.download(path, dest, size=size, sha256=digest)
@@ -380,9 +385,11 @@ def case_a(tmp: Path, tls: tuple[Path, Path], sizes: Sizes, prog: Progress) -> d
         "runs": sizes.runs,
         "rates": {k: v.to_dict() for k, v in rates.items()},
         "server_cpu_s_per_gib": {k: v.to_dict() for k, v in cpu.items()},
+        "client_upload_cpu_s_per_gib": {k: v.to_dict() for k, v in client_cpu.items()},
         "server_rss": rss,
         "_samples": rates,
         "_cpu": cpu,
+        "_client_cpu": client_cpu,
     }
 
 
@@ -677,6 +684,8 @@ def report(results: dict[str, Any]) -> tuple[list[list[str]], list[str], bool]:
         for d in ("upload", "download"):
             for side in ("raw", "durable", "ours"):
                 row("a", f"{side} {d} server CPU", a["_cpu"][f"{side} {d}"], "min median", "", None)
+        for side in ("raw", "durable", "ours"):
+            row("a", f"{side} upload client CPU", a["_client_cpu"][side], "min median", "", None)
         growth = a["server_rss"]["ours"]["growth_mib"]
         row(
             "a",
@@ -803,6 +812,7 @@ def main() -> int:
     for res in results.values():
         res.pop("_samples", None)
         res.pop("_cpu", None)
+        res.pop("_client_cpu", None)
     path = write_json(
         "webapi",
         {
