@@ -555,8 +555,8 @@ class _SideChain:
         try:
             return run_rsync(argv, self.plan.progress_file, direction, started=proc)
         except BaseException:
-            proc.kill()
-            proc.wait()
+            proc.terminate()  # the guard passes it on to rsync (a SIGKILL would orphan rsync)
+            wait_bounded(proc, 20)
             raise
 
 
