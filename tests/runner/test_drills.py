@@ -337,6 +337,32 @@ def test_kill_9_of_the_runner_takes_ansible_and_its_ssh_along(
     assert log.count("test_entry: cwd=") == 1, "the program ran once"
 
 
+def kill_9_during_side_rsync(proc: subprocess.Popen[bytes], direction: str) -> None:
+    """SIGKILL the runner once its own rsync (push or pull, beside the playbook) is in flight,
+    and check that the rsync, its guard and its ssh die with it."""
+    in_flight: set[int] = set()
+    try:
+
+        def side_rsync() -> set[int] | None:
+            tree = descendants(proc.pid)
+            guard = [p for p in tree if f"guard-{direction}-" in cmdline(p)]
+            rsyncs = [p for p in tree if cmdline(p).startswith("rsync ")]
+            return {*guard, *rsyncs, *descendants(guard[0])} if guard and rsyncs else None
+
+        in_flight = wait_for(side_rsync, f"the runner's own {direction}", timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        try:
+            wait_for(lambda: not [p for p in in_flight if alive(p)], f"the {direction} to end", 20)
+        except AssertionError:
+            left = {p: cmdline(p)[:120] for p in in_flight if alive(p)}
+            raise AssertionError(f"survived the runner: {left}") from None
+    finally:
+        for pid in in_flight:
+            if alive(pid):
+                kill_tree(pid)
+
+
 def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: Path) -> None:
     """The runner dies by SIGKILL while its own push (sent beside ansible-playbook's start-up)
     is in flight: that rsync dies with it (the guard), the program never started, and `resume`
@@ -350,27 +376,7 @@ def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: 
     proc = run_in_background(
         host, "--input", str(big), "--results", str(results), "--", "sha", "in.bin"
     )
-    pushing: set[int] = set()
-    try:
-
-        def side_push() -> set[int] | None:
-            tree = descendants(proc.pid)
-            guard = [p for p in tree if "guard-push-" in cmdline(p)]
-            rsyncs = [p for p in tree if cmdline(p).startswith("rsync ")]
-            return {*guard, *rsyncs, *descendants(guard[0])} if guard and rsyncs else None
-
-        pushing = wait_for(side_push, "the runner's own push", timeout=60)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        try:
-            wait_for(lambda: not [p for p in pushing if alive(p)], "the push to end", 20)
-        except AssertionError:
-            left = {p: cmdline(p)[:120] for p in pushing if alive(p)}
-            raise AssertionError(f"survived the runner: {left}") from None
-    finally:
-        for pid in pushing:
-            if alive(pid):
-                kill_tree(pid)
+    kill_9_during_side_rsync(proc, "push")
     record = StepStore().list()[0]
     assert "start" not in record.phases_done
     assert not (host.base / record.work_id / ".extcomp" / "started.json").exists()
@@ -379,6 +385,29 @@ def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: 
     assert (results / "in.bin.sha256").read_text().split()[0] == sha256(big)
     log = (results / "remote_program_exec.log").read_text()
     assert log.count("test_entry: cwd=") == 1, "the program ran once"
+
+
+def test_kill_9_during_the_pull_beside_the_playbook(drill: DrillHost, tmp_path: Path) -> None:
+    """The runner dies by SIGKILL while its own pull (of a program that ended within the
+    start's answer) is in flight: that rsync dies with it, the step is not recorded as pulled
+    and the work dir stays on the host; `resume` pulls and finishes the step with the result
+    intact, the program run once."""
+    host = drill.host
+    results = tmp_path / "results"
+    proc = run_in_background(
+        host, "--results", str(results), "--", "write", "out.bin", "256", "sha", "out.bin"
+    )
+    kill_9_during_side_rsync(proc, "pull")
+    record = StepStore().list()[0]
+    assert "pull" not in record.phases_done
+    assert (host.base / record.work_id / "out.bin").is_file(), "not cleaned before the pull"
+    out = subprocess.run(cli("resume", record.step_id), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert (results / "out.bin.sha256").read_text().split()[0] == sha256(results / "out.bin")
+    assert (results / "out.bin").stat().st_size == 256 << 20
+    log = (results / "remote_program_exec.log").read_text()
+    assert log.count("test_entry: cwd=") == 1, "the program ran once"
+    assert not (host.base / record.work_id).exists(), "cleaned after the recorded pull"
 
 
 # ---- item 9: what the site says never leaves its host, however the program ends ------------------
