@@ -6,13 +6,20 @@ With other processes and kill -9: tests/webapi/test_drill_store_counts.py."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.unit.webapi.test_store_index import count_reads, listed, new_calc, populate, succeed
+from tests.unit.webapi.test_store_index import (
+    count_reads,
+    damage_index,
+    listed,
+    new_calc,
+    populate,
+    spy,
+    succeed,
+)
 from webapi.contract.calc import CalcState
 from webapi.store import census, finals, yaml_store
 from webapi.store.base import NewCalcRequest
@@ -27,15 +34,8 @@ def truth(store: YamlJobStore) -> Counter[tuple[str, str, str]]:
 
 
 def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    parsed: list[Path] = []
-    real = census._site_state_user
-
-    def counting(path: Path) -> tuple[str, str, str] | None:
-        parsed.append(path)
-        return real(path)
-
-    monkeypatch.setattr(census, "_site_state_user", counting)
-    return parsed
+    """Record every record the census parses."""
+    return spy(monkeypatch, census, "_site_state_user", census._site_state_user)
 
 
 def test_the_first_census_after_a_restart_parses_only_calcs_that_are_not_final(
@@ -72,20 +72,10 @@ def test_counts_are_right_whatever_became_of_the_index(
     store = YamlJobStore(tmp_path)
     expected = populate(store)
     store.close()
-    index = tmp_path / finals.FILE
-    if damage == "deleted":
-        index.unlink()
-    elif damage == "garbage":
-        index.write_bytes(b'{"version": 2, "calcs": {"c-1": [')
-    elif damage == "version 1":  # written before entries carried site, state and end time
-        doc = json.loads(index.read_bytes())
-        doc["version"] = 1
-        doc["calcs"] = {cid: row[:4] for cid, row in doc["calcs"].items()}
-        index.write_text(json.dumps(doc))
-    else:  # a second process rewrote every final calc since the owner indexed it
-        pass
+    if damage != "stale entries":
+        damage_index(tmp_path, damage)
     again = YamlJobStore(tmp_path)
-    if damage == "stale entries":
+    if damage == "stale entries":  # a second process rewrites final calcs the owner indexed
         beside = YamlJobStore(tmp_path, owner=False)
         for cid in list(again._finals)[:3]:
             beside.requeue(cid)

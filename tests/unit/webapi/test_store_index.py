@@ -4,9 +4,12 @@ final calcs the finals index vouches for, and no index is ever the truth a calc 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,17 +76,48 @@ def assert_finds_all(store: YamlJobStore, truth: dict[CalcState, set[str]]) -> N
     assert everything == {cid: state for state, ids in truth.items() for cid in ids}
 
 
-def count_reads(monkeypatch: pytest.MonkeyPatch, module: object) -> list[str]:
-    """Record every calc.yaml read through `module.read_calc`."""
-    reads: list[str] = []
-    real = repair.read_calc
+def damage_index(data_dir: Path, damage: str) -> None:
+    """Do to a closed store's finals index (or its marker dirs) what `damage` names."""
+    index = data_dir / finals.FILE
+    if damage == "deleted":
+        index.unlink()
+    elif damage == "garbage":  # cut off mid-write
+        index.write_bytes(b'{"version": 2, "calcs": {"c-1": [')
+    elif damage == "wrong version":
+        index.write_text('{"version": 99, "calcs": {}}')
+    elif damage == "version 1":  # written before entries carried site, state and end time
+        doc = json.loads(index.read_bytes())
+        doc["version"] = 1
+        doc["calcs"] = {cid: row[:4] for cid, row in doc["calcs"].items()}
+        index.write_text(json.dumps(doc))
+    elif damage == "markers gone":
+        for marker_dir in repair.INDEXES:
+            shutil.rmtree(data_dir / marker_dir)
+    else:
+        raise ValueError(f"no such damage: {damage}")
 
-    def counting(path: Path) -> Calc:
-        reads.append(path.parent.name)
+
+def spy(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: object,
+    name: str,
+    real: Callable[[Path], Any],
+    key: Callable[[Path], Any] = lambda path: path,
+) -> list[Any]:
+    """Replace `owner.name` by `real` that also records key(path) of every call."""
+    seen: list[Any] = []
+
+    def recording(path: Path) -> Any:
+        seen.append(key(path))
         return real(path)
 
-    monkeypatch.setattr(module, "read_calc", counting)
-    return reads
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch, module: object) -> list[str]:
+    """Record the calc id of every calc.yaml read through `module.read_calc`."""
+    return spy(monkeypatch, module, "read_calc", repair.read_calc, key=lambda p: p.parent.name)
 
 
 def test_listing_a_non_final_state_reads_only_the_calcs_its_index_names(
@@ -140,16 +174,7 @@ def test_a_lost_or_damaged_index_loses_no_calc(
     store = YamlJobStore(tmp_path)
     truth = populate(store)
     store.close()
-    index = tmp_path / finals.FILE
-    if damage == "deleted":
-        index.unlink()
-    elif damage == "garbage":
-        index.write_bytes(b'{"version": 1, "calcs": {"c-1": [')
-    elif damage == "wrong version":
-        index.write_text('{"version": 99, "calcs": {}}')
-    else:
-        for marker_dir in repair.INDEXES:
-            shutil.rmtree(tmp_path / marker_dir)
+    damage_index(tmp_path, damage)
     with caplog.at_level(logging.WARNING, logger="webapi.store.finals"):
         again = YamlJobStore(tmp_path)
     if damage in ("garbage", "wrong version"):
