@@ -38,7 +38,7 @@ from runner.events import (
     classify_unreachable,
 )
 from runner.steps import HostSpec
-from runner.transfer import Rsynced, rsync_argv, run_rsync
+from runner.transfer import Rsynced, rsync_argv, rsync_remote, run_rsync
 
 log = logging.getLogger(__name__)
 
@@ -487,8 +487,7 @@ class _SideChain:
             rsync_dir = str(json.loads(answer.stdout).get("rsync_dir") or "")
             if not rsync_dir or self.stopped.is_set():
                 return
-            remote = f"{f'[{self.host.host}]' if ':' in self.host.host else self.host.host}:"
-            remote += f"{rsync_dir.rstrip('/')}/"
+            remote = rsync_remote(self.host.host, rsync_dir)
             if "push" in pending and not self._answered(
                 "push", self._rsync("push", remote), pending
             ):

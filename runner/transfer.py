@@ -40,6 +40,11 @@ class Rsynced:
     seconds: float
 
 
+def rsync_remote(host: str, remote_dir: str) -> str:
+    """HOST:DIR/ as rsync names a remote dir (an IPv6 address in brackets)."""
+    return f"{f'[{host}]' if ':' in host else host}:{remote_dir.rstrip('/')}/"
+
+
 def rsync_argv(
     direction: str,
     ssh: Sequence[str],

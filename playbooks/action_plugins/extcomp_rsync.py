@@ -24,7 +24,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from runner.answers import read_answer
-from runner.transfer import rsync_argv, run_rsync, total_bytes
+from runner.transfer import rsync_argv, rsync_remote, run_rsync, total_bytes
 
 
 class ActionModule(ActionBase):
@@ -49,7 +49,7 @@ class ActionModule(ActionBase):
         remote_dir = str(args.get("remote_dir") or "")
         if direction not in ("push", "pull") or not remote_dir:
             raise AnsibleActionFail("extcomp_rsync needs direction push|pull and remote_dir")
-        remote = f"{self._remote_host()}:{remote_dir.rstrip('/')}/"
+        remote = rsync_remote(self._connection.get_option("host"), remote_dir)
         sources = [str(s) for s in args.get("sources") or []]
         dest = str(args.get("dest") or "")
         if direction == "push" and not sources:
@@ -95,10 +95,6 @@ class ActionModule(ActionBase):
             result["failed"] = True
             result["msg"] = f"rsync {direction} failed (rc {rc}): {stderr.strip()[-2000:]}"
         return result
-
-    def _remote_host(self) -> str:
-        host = self._connection.get_option("host")
-        return f"[{host}]" if ":" in host else host
 
     def _ssh_command(self) -> list[str]:
         """The ssh argv Ansible's ssh plugin would use, for rsync's -e."""
