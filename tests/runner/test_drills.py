@@ -171,13 +171,30 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "runner.cli", *args]
 
 
+_BACKGROUND: list[subprocess.Popen[bytes]] = []
+
+
 def run_in_background(host: SshHost, *args: str) -> subprocess.Popen[bytes]:
     """`extcomp-ssh run` against the drill host as a process of its own, output discarded."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cli("run", *("--host", host.target, *host.cli_flags(), "--entry", "test_entry.sh"), *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    _BACKGROUND.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_outlives_its_test() -> Iterator[None]:
+    """A drill that fails before its kill leaves its runner running: end it with the test, so
+    it neither works on in the next test's store nor is reaped by a stranger."""
+    yield
+    while _BACKGROUND:
+        proc = _BACKGROUND.pop()
+        if proc.poll() is None:
+            kill_tree(proc.pid)
+        proc.wait()
 
 
 def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 60) -> T:
@@ -393,18 +410,22 @@ def test_kill_9_during_the_pull_beside_the_playbook(drill: DrillHost, tmp_path: 
     and the work dir stays on the host; `resume` pulls and finishes the step with the result
     intact, the program run once."""
     host = drill.host
+    # The program must end within the start's answer (5 s) even on a loaded CI machine, or the
+    # playbook pulls instead of the runner: it copies random bytes made here (a page-cache copy)
+    # rather than drawing and hashing 256 MiB on the host.
+    made = tmp_path / "made.bin"
+    with made.open("wb") as fh:
+        for _ in range(256):
+            fh.write(os.urandom(1 << 20))
     results = tmp_path / "results"
-    proc = run_in_background(
-        host, "--results", str(results), "--", "write", "out.bin", "256", "sha", "out.bin"
-    )
+    proc = run_in_background(host, "--results", str(results), "--", "copy", str(made), "out.bin")
     kill_9_during_side_rsync(proc, "pull")
     record = StepStore().list()[0]
     assert "pull" not in record.phases_done
     assert (host.base / record.work_id / "out.bin").is_file(), "not cleaned before the pull"
     out = subprocess.run(cli("resume", record.step_id), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    assert (results / "out.bin.sha256").read_text().split()[0] == sha256(results / "out.bin")
-    assert (results / "out.bin").stat().st_size == 256 << 20
+    assert sha256(results / "out.bin") == sha256(made)
     log = (results / "remote_program_exec.log").read_text()
     assert log.count("test_entry: cwd=") == 1, "the program ran once"
     assert not (host.base / record.work_id).exists(), "cleaned after the recorded pull"
