@@ -84,6 +84,14 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def random_file(path: Path, mib: int) -> Path:
+    """A file of `mib` MiB of random bytes, written here (a program that copies it ends fast)."""
+    with path.open("wb") as fh:
+        for _ in range(mib):
+            fh.write(os.urandom(1 << 20))
+    return path
+
+
 def pull_literal_bytes(step_id: str) -> list[int]:
     """rsync's "Literal data" (bytes really sent) of each pull that completed, from the step's
     ansible-runner event log."""
@@ -118,8 +126,7 @@ def test_pull_cut_by_an_sshd_restart_reconnects_and_completes(
         monkeypatch.setattr("runner.driver.START_WAIT_S", 0)
     # Random bytes made here and copied by the program: it ends within the start's answer
     # (5 s) even on a loaded machine, as the runner's case needs.
-    made = tmp_path / "made.bin"
-    made.write_bytes(os.urandom(64 << 20))
+    made = random_file(tmp_path / "made.bin", 64)
     spec = drill.spec(tmp_path / "results", "copy", str(made), "big.bin")
     cut, stop = threading.Event(), threading.Event()
 
@@ -390,10 +397,7 @@ def test_kill_9_during_the_push_beside_the_start_up(drill: DrillHost, tmp_path: 
     is in flight: that rsync dies with it (the guard), the program never started, and `resume`
     pushes the rest and finishes the step with the file intact, the program run once."""
     host = drill.host
-    big = tmp_path / "in.bin"
-    with big.open("wb") as fh:
-        for _ in range(256):
-            fh.write(os.urandom(1 << 20))
+    big = random_file(tmp_path / "in.bin", 256)
     results = tmp_path / "results"
     proc = run_in_background(
         host, "--input", str(big), "--results", str(results), "--", "sha", "in.bin"
@@ -418,10 +422,7 @@ def test_kill_9_during_the_pull_beside_the_playbook(drill: DrillHost, tmp_path: 
     # The program must end within the start's answer (5 s) even on a loaded CI machine, or the
     # playbook pulls instead of the runner: it copies random bytes made here (a page-cache copy)
     # rather than drawing and hashing 256 MiB on the host.
-    made = tmp_path / "made.bin"
-    with made.open("wb") as fh:
-        for _ in range(256):
-            fh.write(os.urandom(1 << 20))
+    made = random_file(tmp_path / "made.bin", 256)
     results = tmp_path / "results"
     proc = run_in_background(host, "--results", str(results), "--", "copy", str(made), "out.bin")
     kill_9_during_side_rsync(proc, "pull")
